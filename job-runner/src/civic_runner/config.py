@@ -1,0 +1,161 @@
+"""Runner settings: environment variables first (12-factor), command-line flags override.
+
+Each setting is declared once here with its env name, default and help; cli.py turns the table
+into flags so `--help` documents every variable.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+QUEUE_NAME_RE = re.compile(r"^(?:[a-z0-9])+(?:[_|\-]?[a-z0-9]+)*$")
+DEFAULT_DATABASE_URL = "postgresql:///civic?host=/tmp"
+
+
+@dataclass(frozen=True)
+class Setting:
+    name: str  # attribute and flag (--name-with-dashes)
+    env: tuple[str, ...]  # first one set wins
+    default: Any
+    help: str
+    type: type = str
+
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting("database_url", ("DATABASE_URL",), DEFAULT_DATABASE_URL, "PostgreSQL connection URL"),
+    Setting("schema", ("RIVER_SCHEMA", "CIVIC_SCHEMA"), "metadata", "schema holding River's tables"),
+    Setting(
+        "queues", ("CIVIC_QUEUES",), "default=10",
+        "queues to work and their concurrency, e.g. 's3_signer=20,thumbnails=3'",
+    ),
+    Setting("client_id", ("CIVIC_CLIENT_ID",), "", "client id for attempted_by and river_leader (default: host + start time, as River)"),
+    Setting("db_max_conns", ("DB_MAX_CONNS",), 4, "database connections per process, LISTEN included (min 2)", int),
+    Setting("poll_only", ("CIVIC_POLL_ONLY",), False, "never LISTEN (for PgBouncer transaction pooling)", bool),
+    Setting("fetch_poll_interval", ("CIVIC_FETCH_POLL_INTERVAL",), 1.0, "seconds between polls when idle", float),
+    Setting(
+        "fetch_cooldown", ("CIVIC_FETCH_COOLDOWN",), 0.002,
+        "minimum seconds between two claims on one queue (River: 0.1; lower for latency)", float,
+    ),
+    Setting("job_timeout", ("CIVIC_JOB_TIMEOUT",), 60.0, "seconds before a job is cancelled (<=0: none)", float),
+    Setting("shutdown_grace", ("CIVIC_SHUTDOWN_GRACE",), 25.0, "seconds running jobs get to finish on SIGTERM", float),
+    Setting("exit_when_idle", ("CIVIC_EXIT_WHEN_IDLE",), False, "drain the queues, then exit 0 (Job mode)", bool),
+    Setting("idle_exit_after", ("CIVIC_IDLE_EXIT_AFTER",), 2.0, "seconds of empty queues before --exit-when-idle exits", float),
+    Setting("http_port", ("CIVIC_HTTP_PORT",), 8090, "port of /healthz, /readyz, /metrics (0: off)", int),
+    Setting("http_host", ("CIVIC_HTTP_HOST",), "0.0.0.0", "address the HTTP endpoints bind to"),
+    Setting("log_level", ("LOG_LEVEL", "CIVIC_LOG_LEVEL"), "INFO", "log level"),
+    Setting("maintenance", ("CIVIC_MAINTENANCE",), True, "take part in leader election and maintenance", bool),
+    Setting("rescue_after", ("CIVIC_RESCUE_AFTER",), 3600.0, "seconds before a running job counts as stuck", float),
+    Setting("rescuer_interval", ("CIVIC_RESCUER_INTERVAL",), 30.0, "seconds between rescuer runs", float),
+    Setting("scheduler_interval", ("CIVIC_SCHEDULER_INTERVAL",), 5.0, "seconds between scheduler runs", float),
+    Setting("cleaner_interval", ("CIVIC_CLEANER_INTERVAL",), 30.0, "seconds between cleaner runs", float),
+    Setting("completed_retention", ("CIVIC_COMPLETED_RETENTION",), 86400.0, "keep completed jobs (s; <0 forever)", float),
+    Setting("cancelled_retention", ("CIVIC_CANCELLED_RETENTION",), 86400.0, "keep cancelled jobs (s; <0 forever)", float),
+    Setting("discarded_retention", ("CIVIC_DISCARDED_RETENTION",), 604800.0, "keep discarded jobs (s; <0 forever)", float),
+    Setting("elect_interval", ("CIVIC_ELECT_INTERVAL",), 5.0, "seconds between leader (re)elections", float),
+    Setting("kinds_modules", ("CIVIC_KINDS_MODULES",), "", "comma-separated modules that register job kinds"),
+)
+
+
+def parse_bool(value: str) -> bool:
+    v = value.strip().lower()
+    if v in ("1", "true", "yes", "on"):
+        return True
+    if v in ("0", "false", "no", "off", ""):
+        return False
+    raise ValueError(f"not a boolean: {value!r}")
+
+
+def convert(setting: Setting, raw: Any) -> Any:
+    if not isinstance(raw, str):
+        return raw
+    if setting.type is bool:
+        return parse_bool(raw)
+    return setting.type(raw)
+
+
+def from_env(env: dict[str, str] | None = None) -> dict[str, Any]:
+    env = dict(os.environ) if env is None else env
+    values: dict[str, Any] = {}
+    for s in SETTINGS:
+        raw: Any = s.default
+        for name in s.env:
+            if env.get(name):
+                raw = env[name]
+                break
+        try:
+            values[s.name] = convert(s, raw)
+        except ValueError as e:
+            raise ValueError(f"{s.env[0]}: {e}") from e
+    return values
+
+
+def parse_queues(spec: str) -> dict[str, int]:
+    """'a=5,b' -> {'a': 5, 'b': 10}; names validated with River's rules."""
+    queues: dict[str, int] = {}
+    for part in (p.strip() for p in spec.split(",")):
+        if not part:
+            continue
+        name, _, n = part.partition("=")
+        name = name.strip()
+        if not QUEUE_NAME_RE.match(name) or len(name) > 64:
+            raise ValueError(f"invalid queue name {name!r} (River: lowercase letters, digits, '_' or '-', <= 64)")
+        workers = int(n) if n.strip() else 10
+        if not 1 <= workers <= 10_000:
+            raise ValueError(f"queue {name}: concurrency must be 1..10000, got {workers}")
+        queues[name] = workers
+    if not queues:
+        raise ValueError("no queues configured")
+    return queues
+
+
+def default_client_id(host: str | None = None, now: datetime | None = None) -> str:
+    """River's default: host with '.' -> '_' (<= 60 chars) + '_' + UTC time to the microsecond."""
+    host = (host or socket.gethostname()).replace(".", "_")[:60]
+    now = now or datetime.now(timezone.utc)
+    return f"{host}_{now.strftime('%Y_%m_%dT%H_%M_%S_%f')}"
+
+
+@dataclass(frozen=True)
+class RunnerConfig:
+    database_url: str = DEFAULT_DATABASE_URL
+    schema: str = "metadata"
+    queues: dict[str, int] = field(default_factory=lambda: {"default": 10})
+    client_id: str = ""
+    db_max_conns: int = 4
+    poll_only: bool = False
+    fetch_poll_interval: float = 1.0
+    fetch_cooldown: float = 0.002
+    job_timeout: float = 60.0
+    shutdown_grace: float = 25.0
+    exit_when_idle: bool = False
+    idle_exit_after: float = 2.0
+    http_port: int = 8090
+    http_host: str = "0.0.0.0"
+    log_level: str = "INFO"
+    maintenance: bool = True
+    rescue_after: float = 3600.0
+    rescuer_interval: float = 30.0
+    scheduler_interval: float = 5.0
+    cleaner_interval: float = 30.0
+    completed_retention: float = 86400.0
+    cancelled_retention: float = 86400.0
+    discarded_retention: float = 604800.0
+    elect_interval: float = 5.0
+    kinds_modules: str = ""
+
+    @classmethod
+    def from_values(cls, values: dict[str, Any]) -> RunnerConfig:
+        v = dict(values)
+        if isinstance(v.get("queues"), str):
+            v["queues"] = parse_queues(v["queues"])
+        if not v.get("client_id"):
+            v["client_id"] = default_client_id()
+        if int(v.get("db_max_conns", 4)) < 2:
+            raise ValueError("DB_MAX_CONNS must be at least 2 (one LISTEN, one for work)")
+        known = {f for f in cls.__dataclass_fields__}
+        return cls(**{k: val for k, val in v.items() if k in known})

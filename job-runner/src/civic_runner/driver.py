@@ -1,0 +1,305 @@
+"""Every SQL statement the runner's hot paths and maintenance use, against River's tables.
+
+Kept in one place (as River keeps its sqlc queries) so that compatibility with River's schema
+and semantics can be read and reviewed as a whole. Functions take an open async connection.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from psycopg import AsyncConnection
+from psycopg.rows import dict_row
+from psycopg.types.json import Jsonb
+
+from civic_runner.job import Job
+from civic_runner.outcome import Completion
+
+MAX_ATTEMPTED_BY = 100  # River trims attempted_by to its last 100 entries
+
+
+def quote_ident(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def channel(schema: str, topic: str) -> str:
+    """River's NOTIFY channels are always schema-prefixed: `<schema>.<topic>`."""
+    return f"{schema}.{topic}"
+
+
+@dataclass(frozen=True)
+class Driver:
+    schema: str
+
+    @property
+    def s(self) -> str:
+        return quote_ident(self.schema)
+
+    # -- claim and complete -------------------------------------------------------------------
+
+    async def claim(self, conn: AsyncConnection[Any], queue: str, limit: int, client_id: str) -> list[Job]:
+        """River's JobGetAvailable: lock, mark running, attempt+1, append the client id."""
+        q = f"""
+        WITH locked_jobs AS (
+          SELECT id FROM {self.s}.river_job
+          WHERE state = 'available' AND queue = %(queue)s AND scheduled_at <= now()
+          ORDER BY priority ASC, scheduled_at ASC, id ASC
+          LIMIT %(limit)s
+          FOR UPDATE SKIP LOCKED
+        )
+        UPDATE {self.s}.river_job j SET
+          state = 'running',
+          attempt = j.attempt + 1,
+          attempted_at = now(),
+          attempted_by = array_append(
+            CASE WHEN coalesce(array_length(j.attempted_by, 1), 0) >= %(max_by)s
+                 THEN j.attempted_by[array_length(j.attempted_by, 1) + 2 - %(max_by)s:]
+                 ELSE j.attempted_by END,
+            %(client_id)s::text)
+        FROM locked_jobs WHERE j.id = locked_jobs.id
+        RETURNING j.id, j.kind, j.queue, j.args, j.attempt, j.max_attempts, j.priority, j.metadata,
+                  j.errors, j.attempted_at, j.scheduled_at, j.created_at, j.tags
+        """
+        params = {"queue": queue, "limit": limit, "client_id": client_id, "max_by": MAX_ATTEMPTED_BY}
+        cur = await conn.execute(q, params)
+        rows = await cur.fetchall()
+        jobs = [
+            Job(
+                id=r[0], kind=r[1], queue=r[2], args=r[3], attempt=r[4], max_attempts=r[5],
+                priority=r[6], metadata=r[7], errors=list(r[8] or []), attempted_at=r[9],
+                scheduled_at=r[10], created_at=r[11], tags=list(r[12] or []),
+            )
+            for r in rows
+        ]
+        jobs.sort(key=lambda j: (j.priority, j.scheduled_at, j.id))
+        return jobs
+
+    async def complete_many(
+        self, conn: AsyncConnection[Any], items: Sequence[Completion]
+    ) -> dict[int, tuple[str, bool]]:
+        """River's JobSetStateIfRunningMany: one statement for a batch of outcomes.
+
+        A row changes only while it is `running` (a requested metadata merge always applies).
+        A retry or snooze of a job whose cancellation was requested ends `cancelled` instead.
+        Returns {id: (state after, was running)}.
+        """
+        if not items:
+            return {}
+        q = f"""
+        WITH input AS (
+          SELECT * FROM unnest(%s::bigint[], %s::text[], %s::boolean[], %s::timestamptz[],
+                               %s::smallint[], %s::jsonb[], %s::jsonb[])
+            AS t(id, state, finalize, scheduled_at, attempt, error, metadata_updates)
+        ), locked AS (
+          SELECT j.id, (j.state = 'running') AS was_running,
+                 (t.state IN ('available', 'retryable', 'scheduled')
+                  AND jsonb_typeof(j.metadata) = 'object'
+                  AND j.metadata ? 'cancel_attempted_at') AS cancel_override
+          FROM input t JOIN {self.s}.river_job j ON j.id = t.id
+          ORDER BY j.id
+          FOR UPDATE OF j
+        )
+        UPDATE {self.s}.river_job j SET
+          state = CASE WHEN NOT l.was_running THEN j.state
+                       WHEN l.cancel_override THEN 'cancelled'
+                       ELSE t.state::{self.s}.river_job_state END,
+          finalized_at = CASE WHEN l.was_running AND (l.cancel_override OR t.finalize) THEN now()
+                              ELSE j.finalized_at END,
+          scheduled_at = CASE WHEN l.was_running AND NOT l.cancel_override AND t.scheduled_at IS NOT NULL
+                              THEN t.scheduled_at ELSE j.scheduled_at END,
+          attempt = CASE WHEN l.was_running AND NOT l.cancel_override AND t.attempt IS NOT NULL
+                         THEN t.attempt ELSE j.attempt END,
+          errors = CASE WHEN l.was_running AND t.error IS NOT NULL THEN array_append(j.errors, t.error)
+                        ELSE j.errors END,
+          metadata = CASE WHEN t.metadata_updates IS NOT NULL THEN j.metadata || t.metadata_updates
+                          ELSE j.metadata END
+        FROM input t JOIN locked l ON l.id = t.id
+        WHERE j.id = t.id
+        RETURNING j.id, j.state::text, l.was_running
+        """
+        params = (
+            [c.job_id for c in items],
+            [c.state.value for c in items],
+            [c.finalize for c in items],
+            [c.scheduled_at for c in items],
+            [c.attempt for c in items],
+            [Jsonb(c.error) if c.error is not None else None for c in items],
+            [Jsonb(c.metadata_updates) if c.metadata_updates is not None else None for c in items],
+        )
+        cur = await conn.execute(q, params)
+        return {r[0]: (r[1], r[2]) for r in await cur.fetchall()}
+
+    async def notify(self, conn: AsyncConnection[Any], topic: str, payload: dict[str, Any]) -> None:
+        await conn.execute("SELECT pg_notify(%s, %s)", (channel(self.schema, topic), json.dumps(payload)))
+
+    # -- queues -------------------------------------------------------------------------------
+
+    async def queue_upsert(self, conn: AsyncConnection[Any], name: str) -> bool:
+        """Register the queue in river_queue (River's producers do this); returns whether it is paused."""
+        cur = await conn.execute(
+            f"""INSERT INTO {self.s}.river_queue (name, created_at, metadata, updated_at)
+                VALUES (%s, now(), '{{}}', now())
+                ON CONFLICT (name) DO UPDATE SET updated_at = now()
+                RETURNING paused_at IS NOT NULL""",
+            (name,),
+        )
+        row = await cur.fetchone()
+        return bool(row and row[0])
+
+    # -- leadership (River's LeaderAttemptElect / Reelect / Resign) ------------------------------
+
+    async def leader_attempt_elect(
+        self, conn: AsyncConnection[Any], leader_id: str, ttl: float
+    ) -> datetime | None:
+        async with conn.transaction():
+            await conn.execute(f"DELETE FROM {self.s}.river_leader WHERE expires_at < now()")
+            cur = await conn.execute(
+                f"""INSERT INTO {self.s}.river_leader (leader_id, elected_at, expires_at)
+                    VALUES (%s, now(), now() + make_interval(secs => %s))
+                    ON CONFLICT (name) DO NOTHING RETURNING elected_at""",
+                (leader_id, ttl),
+            )
+            row = await cur.fetchone()
+        return row[0] if row else None
+
+    async def leader_attempt_reelect(
+        self, conn: AsyncConnection[Any], leader_id: str, elected_at: datetime, ttl: float
+    ) -> bool:
+        cur = await conn.execute(
+            f"""UPDATE {self.s}.river_leader SET expires_at = now() + make_interval(secs => %s)
+                WHERE elected_at = %s AND expires_at >= now() AND leader_id = %s RETURNING 1""",
+            (ttl, elected_at, leader_id),
+        )
+        return await cur.fetchone() is not None
+
+    async def leader_resign(self, conn: AsyncConnection[Any], leader_id: str, elected_at: datetime) -> None:
+        async with conn.transaction():
+            cur = await conn.execute(
+                f"DELETE FROM {self.s}.river_leader WHERE elected_at = %s AND leader_id = %s RETURNING 1",
+                (elected_at, leader_id),
+            )
+            if await cur.fetchone():
+                await self.notify(conn, "river_leadership", {"leader_id": leader_id, "action": "resigned"})
+
+    async def current_leader(self, conn: AsyncConnection[Any]) -> str | None:
+        cur = await conn.execute(f"SELECT leader_id FROM {self.s}.river_leader WHERE expires_at >= now()")
+        row = await cur.fetchone()
+        return row[0] if row else None
+
+    # -- maintenance ----------------------------------------------------------------------------
+
+    async def schedule(self, conn: AsyncConnection[Any], horizon: float, limit: int) -> list[tuple[str, str]]:
+        """River's JobSchedule: due scheduled/retryable jobs become available, except unique-key
+        duplicates of a live job (or of an earlier row in this batch), which are discarded.
+        Returns (queue, new state) per moved job."""
+        q = f"""
+        WITH jobs_to_schedule AS (
+          SELECT id, unique_key, unique_states, priority, scheduled_at, queue
+          FROM {self.s}.river_job
+          WHERE state IN ('retryable', 'scheduled')
+            AND scheduled_at <= now() + make_interval(secs => %(horizon)s)
+          ORDER BY priority, scheduled_at, id
+          LIMIT %(limit)s
+          FOR UPDATE SKIP LOCKED
+        ), ranked AS (
+          SELECT *, CASE WHEN unique_key IS NOT NULL AND unique_states IS NOT NULL
+                         THEN row_number() OVER (PARTITION BY unique_key ORDER BY priority, scheduled_at, id)
+                    END AS row_num
+          FROM jobs_to_schedule
+        ), conflicts AS (
+          SELECT DISTINCT j.unique_key FROM {self.s}.river_job j
+          JOIN ranked r ON j.unique_key = r.unique_key AND j.id <> r.id
+          WHERE j.unique_key IS NOT NULL AND j.unique_states IS NOT NULL
+            AND {self.s}.river_job_state_in_bitmask(j.unique_states, j.state)
+        ), decided AS (
+          SELECT r.id, (r.row_num IS NOT NULL AND (c.unique_key IS NOT NULL OR r.row_num > 1)) AS discard
+          FROM ranked r LEFT JOIN conflicts c ON r.unique_key = c.unique_key
+        )
+        UPDATE {self.s}.river_job j SET
+          state = CASE WHEN d.discard THEN 'discarded' ELSE 'available' END::{self.s}.river_job_state,
+          finalized_at = CASE WHEN d.discard THEN now() ELSE j.finalized_at END,
+          metadata = CASE WHEN d.discard THEN j.metadata || '{{"unique_key_conflict": "scheduler_discarded"}}'
+                          ELSE j.metadata END
+        FROM decided d WHERE j.id = d.id
+        RETURNING j.queue, j.state::text
+        """
+        cur = await conn.execute(q, {"horizon": horizon, "limit": limit})
+        return [(r[0], r[1]) for r in await cur.fetchall()]
+
+    async def stuck_jobs(self, conn: AsyncConnection[Any], older_than: float, limit: int) -> list[dict[str, Any]]:
+        cur = conn.cursor(row_factory=dict_row)
+        await cur.execute(
+            f"""SELECT id, kind, attempt, max_attempts, metadata, coalesce(array_length(errors, 1), 0) AS n_errors,
+                       attempted_at
+                FROM {self.s}.river_job
+                WHERE state = 'running' AND attempted_at < now() - make_interval(secs => %s)
+                ORDER BY id LIMIT %s""",
+            (older_than, limit),
+        )
+        return await cur.fetchall()
+
+    async def rescue_many(self, conn: AsyncConnection[Any], rescues: Sequence[tuple[int, str, datetime | None, dict[str, Any]]]) -> int:
+        """Apply rescuer decisions: (id, new state, scheduled_at or None, error entry)."""
+        if not rescues:
+            return 0
+        q = f"""
+        WITH input AS (
+          SELECT * FROM unnest(%s::bigint[], %s::text[], %s::timestamptz[], %s::jsonb[])
+            AS t(id, state, scheduled_at, error)
+        )
+        UPDATE {self.s}.river_job j SET
+          state = t.state::{self.s}.river_job_state,
+          finalized_at = CASE WHEN t.state IN ('cancelled', 'discarded') THEN now() ELSE j.finalized_at END,
+          scheduled_at = coalesce(t.scheduled_at, j.scheduled_at),
+          errors = array_append(j.errors, t.error),
+          metadata = CASE WHEN jsonb_typeof(j.metadata) = 'object' THEN j.metadata ELSE '{{}}'::jsonb END
+                     || jsonb_build_object('river:rescue_count',
+                          coalesce((CASE WHEN jsonb_typeof(j.metadata) = 'object'
+                                         THEN j.metadata->>'river:rescue_count' END)::int, 0) + 1)
+        FROM input t
+        WHERE j.id = t.id AND j.state = 'running'
+        """
+        cur = await conn.execute(
+            q,
+            (
+                [r[0] for r in rescues],
+                [r[1] for r in rescues],
+                [r[2] for r in rescues],
+                [Jsonb(r[3]) for r in rescues],
+            ),
+        )
+        return cur.rowcount
+
+    async def clean(self, conn: AsyncConnection[Any], state: str, older_than: float, limit: int) -> int:
+        cur = await conn.execute(
+            f"""DELETE FROM {self.s}.river_job WHERE id IN (
+                  SELECT id FROM {self.s}.river_job
+                  WHERE state = %s AND finalized_at < now() - make_interval(secs => %s)
+                  ORDER BY id LIMIT %s)""",
+            (state, older_than, limit),
+        )
+        return cur.rowcount
+
+    async def clean_queues(self, conn: AsyncConnection[Any], older_than: float) -> int:
+        cur = await conn.execute(
+            f"DELETE FROM {self.s}.river_queue WHERE updated_at < now() - make_interval(secs => %s)",
+            (older_than,),
+        )
+        return cur.rowcount
+
+    async def migration_version(self, conn: AsyncConnection[Any]) -> int:
+        cur = await conn.execute(
+            "SELECT to_regclass(%s) IS NOT NULL", (f"{self.s}.river_migration",)
+        )
+        row = await cur.fetchone()
+        if not row or not row[0]:
+            return 0
+        cur = await conn.execute(
+            f"SELECT coalesce(max(version), 0) FROM {self.s}.river_migration WHERE line = 'main'"
+        )
+        row = await cur.fetchone()
+        return int(row[0]) if row else 0

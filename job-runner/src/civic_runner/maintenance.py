@@ -1,0 +1,126 @@
+"""Leader-only maintenance with River's defaults: scheduler, rescuer, cleaner (and queue cleaner).
+
+Each service is a loop that acts only while this process holds the lease, so in a mixed fleet
+exactly one client (Go or Python) does maintenance at any time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import Awaitable, Callable, Collection
+from datetime import datetime, timezone
+from typing import Any
+
+from psycopg_pool import AsyncConnectionPool
+
+from civic_runner import metrics
+from civic_runner.config import RunnerConfig
+from civic_runner.driver import Driver
+from civic_runner.elector import Elector
+from civic_runner.outcome import error_entry_at
+from civic_runner.retry import next_retry_at
+
+log = logging.getLogger("civic_runner.maintenance")
+
+RESCUE_ERROR = "Stuck job rescued by JobRescuer"
+SCHEDULE_BATCH = 10_000
+RESCUE_BATCH = 1_000
+CLEAN_BATCH = 10_000
+QUEUE_RETENTION = 24 * 3600.0
+
+
+def plan_rescue(
+    row: dict[str, Any], known_kinds: Collection[str], now: datetime, rand: random.Random | None = None
+) -> tuple[str, datetime | None]:
+    """River's JobRescuer decision for one stuck running job: (new state, scheduled_at)."""
+    meta = row["metadata"] if isinstance(row["metadata"], dict) else {}
+    if "cancel_attempted_at" in meta:
+        return "cancelled", None
+    if row["kind"] not in known_kinds:
+        return "discarded", None
+    if row["attempt"] < row["max_attempts"]:
+        return "retryable", next_retry_at(now, row["n_errors"], rand)
+    return "discarded", None
+
+
+class Maintainer:
+    def __init__(
+        self,
+        cfg: RunnerConfig,
+        pool: AsyncConnectionPool,
+        driver: Driver,
+        elector: Elector,
+        known_kinds: Collection[str],
+    ) -> None:
+        self._cfg = cfg
+        self._pool = pool
+        self._driver = driver
+        self._elector = elector
+        self._kinds = known_kinds
+
+    def services(self) -> list[Callable[[], Awaitable[None]]]:
+        c = self._cfg
+        return [
+            lambda: self._every(c.scheduler_interval, "scheduler", self.schedule_once),
+            lambda: self._every(c.rescuer_interval, "rescuer", self.rescue_once),
+            lambda: self._every(c.cleaner_interval, "cleaner", self.clean_once),
+            lambda: self._every(3600.0, "queue_cleaner", self.clean_queues_once),
+        ]
+
+    async def _every(self, interval: float, name: str, fn: Callable[[], Awaitable[int]]) -> None:
+        while True:
+            await asyncio.sleep(interval)
+            if not self._elector.is_leader:
+                continue
+            try:
+                n = await fn()
+                if n:
+                    log.info(f"{name} ran", extra={"service": name, "jobs": n})
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - next round retries
+                metrics.DB_ERRORS.labels(name).inc()
+                log.warning(f"{name} failed", extra={"service": name, "error": str(exc).strip()})
+
+    async def schedule_once(self) -> int:
+        async with self._pool.connection() as conn:
+            moved = await self._driver.schedule(conn, self._cfg.scheduler_interval, SCHEDULE_BATCH)
+            for queue in sorted({q for q, state in moved if state == "available"}):
+                await self._driver.notify(conn, "river_insert", {"queue": queue})
+        for _, state in moved:
+            metrics.MAINTENANCE.labels("scheduler", state).inc()
+        return len(moved)
+
+    async def rescue_once(self) -> int:
+        now = datetime.now(timezone.utc)
+        async with self._pool.connection() as conn:
+            rows = await self._driver.stuck_jobs(conn, self._cfg.rescue_after, RESCUE_BATCH)
+            plans = []
+            for row in rows:
+                state, at = plan_rescue(row, self._kinds, now)
+                entry = error_entry_at(row["attempted_at"] or now, row["attempt"], RESCUE_ERROR)
+                plans.append((row["id"], state, at, entry))
+                metrics.MAINTENANCE.labels("rescuer", state).inc()
+            return await self._driver.rescue_many(conn, plans)
+
+    async def clean_once(self) -> int:
+        c = self._cfg
+        total = 0
+        async with self._pool.connection() as conn:
+            for state, keep in (
+                ("completed", c.completed_retention),
+                ("cancelled", c.cancelled_retention),
+                ("discarded", c.discarded_retention),
+            ):
+                if keep < 0:
+                    continue
+                n = await self._driver.clean(conn, state, keep, CLEAN_BATCH)
+                metrics.MAINTENANCE.labels("cleaner", state).inc(n)
+                total += n
+        return total
+
+    async def clean_queues_once(self) -> int:
+        async with self._pool.connection() as conn:
+            return await self._driver.clean_queues(conn, QUEUE_RETENTION)

@@ -1,0 +1,84 @@
+"""One LISTEN connection per process for River's topics (`<schema>.river_insert`, ...).
+
+Reconnects with backoff when the connection drops (e.g. PostgreSQL restarts); after a reconnect
+`on_connect` runs so producers fetch at once, since notifications sent meanwhile are lost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import psycopg
+
+from civic_runner.driver import channel, quote_ident
+
+log = logging.getLogger("civic_runner.notifier")
+
+Handler = Callable[[dict[str, Any]], None]
+
+
+class Notifier:
+    def __init__(
+        self,
+        conninfo: str,
+        schema: str,
+        handlers: dict[str, Handler],
+        on_connect: Callable[[], None] | None = None,
+    ) -> None:
+        self._conninfo = conninfo
+        self._schema = schema
+        self._handlers = handlers
+        self._on_connect = on_connect
+        self.connected = False
+
+    async def run(self) -> None:
+        backoff = 0.1
+        first = True
+        while True:
+            try:
+                conn = await psycopg.AsyncConnection.connect(self._conninfo, autocommit=True)
+            except Exception as exc:  # noqa: BLE001 - retry forever; the fetch loops poll meanwhile
+                if first or backoff >= 5.0:
+                    log.warning("listener cannot connect; polling only until it can", extra={"error": str(exc).strip()})
+                first = False
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
+                continue
+            try:
+                async with conn:
+                    for topic in self._handlers:
+                        await conn.execute(f"LISTEN {quote_ident(channel(self._schema, topic))}")
+                    self.connected = True
+                    if not first:
+                        log.info("listener reconnected")
+                    first = False
+                    backoff = 0.1
+                    if self._on_connect:
+                        self._on_connect()
+                    async for n in conn.notifies():
+                        self._dispatch(n.channel, n.payload)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001
+                log.warning("listener connection lost; reconnecting", extra={"error": str(exc).strip()})
+            finally:
+                self.connected = False
+            await asyncio.sleep(backoff)
+
+    def _dispatch(self, chan: str, payload: str) -> None:
+        prefix = f"{self._schema}."
+        topic = chan[len(prefix):] if chan.startswith(prefix) else chan
+        handler = self._handlers.get(topic)
+        if handler is None:
+            return
+        try:
+            data = json.loads(payload) if payload else {}
+        except json.JSONDecodeError:
+            log.warning("ignoring malformed notification", extra={"channel": chan, "payload": payload[:200]})
+            return
+        if isinstance(data, dict):
+            handler(data)

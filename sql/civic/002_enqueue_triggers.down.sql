@@ -1,0 +1,4 @@
+DROP TRIGGER insert_thumbnail_job_trigger ON __SCHEMA__.files;
+DROP TRIGGER insert_s3_presign_job_trigger ON __SCHEMA__.file_upload_requests;
+DROP FUNCTION __SCHEMA__.civic_enqueue_thumbnail;
+DROP FUNCTION __SCHEMA__.civic_enqueue_s3_presign;

@@ -1,0 +1,1 @@
+DROP TABLE __SCHEMA__.river_migration;

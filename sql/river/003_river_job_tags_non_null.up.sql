@@ -1,0 +1,3 @@
+ALTER TABLE __SCHEMA__.river_job ALTER COLUMN tags SET DEFAULT '{}';
+UPDATE __SCHEMA__.river_job SET tags = '{}' WHERE tags IS NULL;
+ALTER TABLE __SCHEMA__.river_job ALTER COLUMN tags SET NOT NULL;

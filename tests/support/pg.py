@@ -1,0 +1,105 @@
+"""A throwaway PostgreSQL server for tests and benchmarks, started from the Debian binaries.
+
+initdb refuses to run as root, so as root the server runs as the `postgres` user.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+
+def pg_bindir() -> Path:
+    env = os.environ.get("PG_BINDIR")
+    if env:
+        return Path(env)
+    for version in ("17", "16", "15"):
+        p = Path(f"/usr/lib/postgresql/{version}/bin")
+        if (p / "initdb").exists():
+            return p
+    found = shutil.which("initdb")
+    if found:
+        return Path(found).parent
+    raise RuntimeError("PostgreSQL server binaries not found: run `make deps` (installs Debian's postgresql)")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class PostgresServer:
+    def __init__(self, root: Path | None = None, port: int | None = None, settings: dict[str, str] | None = None):
+        self.root = Path(root or tempfile.mkdtemp(prefix="civic-pg-"))
+        self.data = self.root / "data"
+        self.sock = self.root / "sock"
+        self.port = port or free_port()
+        self.bindir = pg_bindir()
+        self.settings = {
+            "max_connections": "200",
+            "shared_buffers": "256MB",
+            "listen_addresses": "'127.0.0.1'",
+            **(settings or {}),
+        }
+        self._as_postgres = os.geteuid() == 0
+
+    def _run(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        cmd = list(args)
+        if self._as_postgres:
+            cmd = ["runuser", "-u", "postgres", "--", *cmd]
+        return subprocess.run(cmd, check=check, capture_output=True, text=True)
+
+    def init(self) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.sock.mkdir(exist_ok=True)
+        if self._as_postgres:
+            shutil.chown(self.root, "postgres", "postgres")
+            shutil.chown(self.sock, "postgres", "postgres")
+        if not (self.data / "PG_VERSION").exists():
+            self._run(str(self.bindir / "initdb"), "-D", str(self.data), "-U", "postgres", "-A", "trust",
+                      "-E", "UTF8", "--no-sync")
+            with open(self.data / "postgresql.conf", "a") as f:
+                for k, v in self.settings.items():
+                    f.write(f"{k} = {v}\n")
+                f.write(f"port = {self.port}\nunix_socket_directories = '{self.sock}'\n")
+
+    def start(self) -> None:
+        self.init()
+        r = self._run(str(self.bindir / "pg_ctl"), "-D", str(self.data), "-l", str(self.root / "server.log"),
+                      "-w", "-t", "60", "start", check=False)
+        if r.returncode != 0:
+            log_text = (self.root / "server.log").read_text()[-2000:] if (self.root / "server.log").exists() else ""
+            raise RuntimeError(f"PostgreSQL did not start: {r.stderr}\n{log_text}")
+
+    def stop(self, mode: str = "fast") -> None:
+        self._run(str(self.bindir / "pg_ctl"), "-D", str(self.data), "-m", mode, "-w", "stop", check=False)
+
+    def restart(self, down_for: float = 0.0) -> None:
+        self.stop("fast")
+        if down_for:
+            time.sleep(down_for)
+        self.start()
+
+    def destroy(self) -> None:
+        self.stop("immediate")
+        shutil.rmtree(self.root, ignore_errors=True)
+
+    def url(self, dbname: str = "postgres") -> str:
+        return f"postgresql://postgres@127.0.0.1:{self.port}/{dbname}"
+
+    def create_database(self, name: str) -> str:
+        import psycopg
+
+        with psycopg.connect(self.url(), autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            conn.execute(f'CREATE DATABASE "{name}"')
+        return self.url(name)
