@@ -34,8 +34,9 @@ class StartupError(Exception):
 
 
 class Runner:
-    def __init__(self, cfg: RunnerConfig, registry: Registry) -> None:
+    def __init__(self, cfg: RunnerConfig, registry: Registry, *, install_signals: bool = True) -> None:
         self.cfg = cfg
+        self._install_signals = install_signals
         self.registry = registry
         self.driver = Driver(cfg.schema)
         self._stop = asyncio.Event()
@@ -136,9 +137,10 @@ class Runner:
         if cfg.exit_when_idle:
             background.append(asyncio.create_task(self._exit_when_idle(completer), name="idle-watch"))
 
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, self.request_stop, sig.name)
+        if self._install_signals:
+            loop = asyncio.get_running_loop()
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.add_signal_handler(sig, self.request_stop, sig.name)
         server = http.serve(cfg.http_host, cfg.http_port, self.healthy, self.ready) if cfg.http_port else None
         log.info(
             "runner started",
