@@ -9,8 +9,8 @@ from typing import Any
 
 import psycopg
 import pytest
-
 from civic_runner.migrate import CIVIC, MAIN, Migrator, load_line
+
 from tests.conftest import REFERENCE
 from tests.support.catalog import read_catalog
 
@@ -85,7 +85,7 @@ def test_concurrent_migrators_are_serialised(db_url: str) -> None:
     def go() -> None:
         try:
             results.append(migrate(db_url))
-        except BaseException as e:  # noqa: BLE001
+        except BaseException as e:
             errors.append(e)
 
     threads = [threading.Thread(target=go) for _ in range(4)]
@@ -107,9 +107,13 @@ def test_river_only_leaves_civic_os_tables_alone(db_url: str) -> None:
     # Even without --river-only, tables Civic OS owns are detected and left alone.
     assert migrate(db_url) == []
     with psycopg.connect(db_url) as conn:
-        cols = [r[0] for r in conn.execute(
-            "SELECT column_name FROM information_schema.columns WHERE table_schema='metadata' AND table_name='files'"
-        )]
+        cols = [
+            r[0]
+            for r in conn.execute(
+                "SELECT column_name FROM information_schema.columns "
+                "WHERE table_schema='metadata' AND table_name='files'"
+            )
+        ]
         assert cols == ["id", "civic_os_marker"]
 
 
@@ -138,8 +142,13 @@ def test_civic_triggers_enqueue_and_notify(db_url: str) -> None:
             "(SELECT id::text FROM metadata.files WHERE file_name = 'a.pdf')"
         ).fetchone()
     assert jobs[0][:5] == ("s3_presign", "s3_signer", 1, 25, "available")
-    assert jobs[0][5] == {"request_id": req_id, "file_name": "photo.JPG", "file_type": "image/jpeg",
-                          "entity_type": "issues", "entity_id": "42"}
+    assert jobs[0][5] == {
+        "request_id": req_id,
+        "file_name": "photo.JPG",
+        "file_type": "image/jpeg",
+        "entity_type": "issues",
+        "entity_id": "42",
+    }
     # Only the pending file gets a thumbnail job (the text file was also pending at insert: Civic OS's
     # frontend decides the status; the trigger only looks at it).
     assert [j[:2] for j in jobs[1:]] == [("thumbnail_generate", "thumbnails")] * 2

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import time
 from pathlib import Path
 
@@ -27,9 +26,7 @@ def counts(url: str) -> dict[str, int]:
 def test_several_processes_thousands_of_jobs_none_twice(url: str, tmp_path: Path) -> None:
     n = 3000
     insert(url, "record", {}, count=n)
-    procs = [
-        RunnerProcess(url, "--queues", "default=8", log_path=tmp_path / f"r{i}.log").start() for i in range(3)
-    ]
+    procs = [RunnerProcess(url, "--queues", "default=8", log_path=tmp_path / f"r{i}.log").start() for i in range(3)]
     try:
         wait_for(lambda: counts(url).get("completed", 0) == n, timeout=120, interval=0.2, what="all completed")
     finally:
@@ -49,7 +46,13 @@ def test_kill_9_mid_job_is_rescued_and_completed(url: str, tmp_path: Path) -> No
     assert job(url, jid)["state"] == "running", "nobody completed it"
     # The rescuer treats running jobs older than --rescue-after as stuck.
     rescuer = RunnerProcess(
-        url, "--rescue-after", "1", "--rescuer-interval", "0.5", "--elect-interval", "0.3",
+        url,
+        "--rescue-after",
+        "1",
+        "--rescuer-interval",
+        "0.5",
+        "--elect-interval",
+        "0.3",
         log_path=tmp_path / "rescuer.log",
     ).start()
     try:
@@ -104,7 +107,8 @@ def test_exactly_one_leader_among_python_runners(url: str, tmp_path: Path) -> No
         assert procs[idx].terminate() == 0
         new = wait_for(
             lambda: [r for r in query(url, "SELECT leader_id FROM metadata.river_leader") if r[0] != leader],
-            timeout=5, what="new leader",
+            timeout=5,
+            what="new leader",
         )[0][0]
         assert new != leader
         time.sleep(0.5)

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import psycopg
 import pytest
-
 from civic_runner.admin import Admin
+
 from tests.support.harness import InProcessRunner, insert, job, migrate, query, wait_for
 from tests.support.kinds import registry
 
@@ -37,7 +37,7 @@ def test_complete_with_output_and_claim_columns(url: str) -> None:
 
 def test_error_is_retried_with_river_backoff_and_entry_shape(url: str) -> None:
     [jid] = insert(url, "fail", max_attempts=3)
-    before = datetime.now(timezone.utc)
+    before = datetime.now(UTC)
     with InProcessRunner(url, registry):
         wait_for(lambda: job(url, jid)["errors"], what="an error entry")
     j = job(url, jid)
@@ -54,12 +54,16 @@ def test_error_is_retried_with_river_backoff_and_entry_shape(url: str) -> None:
 def test_second_error_goes_retryable_and_last_attempt_discards(url: str) -> None:
     [jid] = insert(url, "fail", max_attempts=3)
     # Pretend one error already happened: the next backoff is 2^4 = 16 s -> retryable.
-    query(url, """UPDATE metadata.river_job SET errors = ARRAY['{"at":"x","attempt":1,"error":"e","trace":""}'::jsonb],
-                  attempt = 1 WHERE id = %s""", (jid,))
+    query(
+        url,
+        """UPDATE metadata.river_job SET errors = ARRAY['{"at":"x","attempt":1,"error":"e","trace":""}'::jsonb],
+                  attempt = 1 WHERE id = %s""",
+        (jid,),
+    )
     with InProcessRunner(url, registry):
         wait_for(lambda: state_of(url, jid) == "retryable", what="retryable")
         j = job(url, jid)
-        assert 13 <= (j["scheduled_at"] - datetime.now(timezone.utc)).total_seconds() <= 18
+        assert 13 <= (j["scheduled_at"] - datetime.now(UTC)).total_seconds() <= 18
         # Make it due and on its last attempt: it must be discarded, with a third error entry.
         query(url, "UPDATE metadata.river_job SET state='available', scheduled_at=now(), attempt=2 WHERE id=%s", (jid,))
         query(url, "SELECT pg_notify('metadata.river_insert', '{\"queue\":\"default\"}')")
@@ -141,8 +145,7 @@ def test_cancel_running_job_through_control_channel(url: str) -> None:
 
 
 def test_manual_cancel_and_retry_of_waiting_jobs(url: str) -> None:
-    [jid] = insert(url, "echo", {"value": 1}, scheduled_at=datetime.now(timezone.utc) + timedelta(hours=1),
-                   state="scheduled")
+    [jid] = insert(url, "echo", {"value": 1}, scheduled_at=datetime.now(UTC) + timedelta(hours=1), state="scheduled")
     with psycopg.connect(url, autocommit=True) as conn:
         admin = Admin(conn, "metadata")
         row = admin.cancel(jid)
@@ -166,8 +169,9 @@ def test_graceful_shutdown_finishes_short_jobs_and_returns_long_ones(url: str) -
     short = insert(url, "sleep", {"seconds": 0.5}, count=2)
     long = insert(url, "sleep", {"seconds": 60}, count=2)
     r = InProcessRunner(url, registry, shutdown_grace=1.5).start()
-    wait_for(lambda: query(url, "SELECT count(*) FROM metadata.river_job WHERE state='running'")[0][0] == 4,
-             what="4 running")
+    wait_for(
+        lambda: query(url, "SELECT count(*) FROM metadata.river_job WHERE state='running'")[0][0] == 4, what="4 running"
+    )
     r.stop()
     for jid in short:
         assert state_of(url, jid) == "completed"
@@ -190,6 +194,7 @@ def test_priority_order_and_queue_isolation(url: str) -> None:
     high = insert(url, "record", {}, priority=1)[0]
     other = insert(url, "record", {}, queue="other")[0]
     import os
+
     os.environ["TEST_RECORD_URL"] = url
     with InProcessRunner(url, registry, queues="default=1"):
         wait_for(lambda: state_of(url, low) == "completed", what="both completed")

@@ -61,8 +61,11 @@ def read_catalog(conn: psycopg.Connection[Any], schema: str, prefix: str = "rive
             )
         }
         tables[name] = {
-            "columns": cols, "indexes": indexes, "triggers": triggers,
-            "unlogged": persistence == "u", "constraints": constraints,
+            "columns": cols,
+            "indexes": indexes,
+            "triggers": triggers,
+            "unlogged": persistence == "u",
+            "constraints": constraints,
         }
     functions = {
         f"{r[0]}({t(r[1])})": {"returns": t(r[2]), "language": r[3], "volatility": r[4]}

@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
-
 from civic_runner.config import RunnerConfig
 from civic_runner.migrate import Migrator
 from civic_runner.registry import Registry
@@ -37,7 +36,9 @@ def wait_for(predicate: Callable[[], Any], timeout: float = 10.0, interval: floa
 def migrate(url: str, schema: str = "metadata", civic: bool = False) -> None:
     with psycopg.connect(url, autocommit=True) as conn:
         Migrator(conn, schema).up(civic=civic)
-        conn.execute("CREATE TABLE IF NOT EXISTS test_runs (job_id bigint, attempt int, pid int, at timestamptz DEFAULT now())")
+        conn.execute(
+            "CREATE TABLE IF NOT EXISTS test_runs (job_id bigint, attempt int, pid int, at timestamptz DEFAULT now())"
+        )
 
 
 def query(url: str, sql: str, params: Any = None) -> list[tuple[Any, ...]]:
@@ -55,7 +56,7 @@ def job(url: str, job_id: int) -> dict[str, Any]:
         )
         row = cur.fetchone()
         assert row is not None, f"job {job_id} not found"
-        return dict(zip([d.name for d in cur.description or []], row))
+        return dict(zip([d.name for d in cur.description or []], row, strict=False))
 
 
 def insert(url: str, kind: str, args: Any = None, count: int = 1, **cols: Any) -> list[int]:
@@ -64,17 +65,17 @@ def insert(url: str, kind: str, args: Any = None, count: int = 1, **cols: Any) -
     names = ["kind", "args", *cols]
     values = [kind, Jsonb({} if args is None else args), *cols.values()]
     placeholders = ", ".join(["%s"] * len(names))
-    with psycopg.connect(url, autocommit=True) as conn:
-        with conn.transaction():
-            ids = [
-                r[0] for r in conn.execute(
-                    f"INSERT INTO metadata.river_job ({', '.join(names)}) SELECT {placeholders} "
-                    "FROM generate_series(1, %s) RETURNING id",
-                    (*values, count),
-                ).fetchall()
-            ]
-            queue = cols.get("queue", "default")
-            conn.execute("SELECT pg_notify('metadata.river_insert', %s)", (f'{{"queue": "{queue}"}}',))
+    with psycopg.connect(url, autocommit=True) as conn, conn.transaction():
+        ids = [
+            r[0]
+            for r in conn.execute(
+                f"INSERT INTO metadata.river_job ({', '.join(names)}) SELECT {placeholders} "
+                "FROM generate_series(1, %s) RETURNING id",
+                (*values, count),
+            ).fetchall()
+        ]
+        queue = cols.get("queue", "default")
+        conn.execute("SELECT pg_notify('metadata.river_insert', %s)", (f'{{"queue": "{queue}"}}',))
     return ids
 
 
@@ -94,13 +95,14 @@ class InProcessRunner:
         self._loop = asyncio.new_event_loop()
         try:
             self.exit_code = self._loop.run_until_complete(self.runner.run())
-        except BaseException as e:  # noqa: BLE001 - reported to the test
+        except BaseException as e:
             self.error = e
         finally:
             self._loop.close()
 
     def start(self) -> InProcessRunner:
         self._thread.start()
+
         def started() -> bool:
             r = self.runner
             listening = r.notifier is None or r.notifier.connected if r.producers else False
@@ -147,9 +149,12 @@ class RunnerProcess:
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> RunnerProcess:
-        out = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL
+        out = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL  # noqa: SIM115 - the child owns it
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "civic_runner.cli", "run", *self.args], env=self.env, stdout=out, stderr=out,
+            [sys.executable, "-m", "civic_runner.cli", "run", *self.args],
+            env=self.env,
+            stdout=out,
+            stderr=out,
             cwd=ROOT,
         )
         return self

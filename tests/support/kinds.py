@@ -8,7 +8,6 @@ import time
 from typing import Any
 
 import psycopg
-
 from civic_runner import Job, JobCancel, JobContext, JobSnooze, PermanentError, Registry
 
 registry = Registry()

@@ -65,8 +65,18 @@ class PostgresServer:
             shutil.chown(self.root, "postgres", "postgres")
             shutil.chown(self.sock, "postgres", "postgres")
         if not (self.data / "PG_VERSION").exists():
-            self._run(str(self.bindir / "initdb"), "-D", str(self.data), "-U", "postgres", "-A", "trust",
-                      "-E", "UTF8", "--no-sync")
+            self._run(
+                str(self.bindir / "initdb"),
+                "-D",
+                str(self.data),
+                "-U",
+                "postgres",
+                "-A",
+                "trust",
+                "-E",
+                "UTF8",
+                "--no-sync",
+            )
             with open(self.data / "postgresql.conf", "a") as f:
                 for k, v in self.settings.items():
                     f.write(f"{k} = {v}\n")
@@ -74,8 +84,18 @@ class PostgresServer:
 
     def start(self) -> None:
         self.init()
-        r = self._run(str(self.bindir / "pg_ctl"), "-D", str(self.data), "-l", str(self.root / "server.log"),
-                      "-w", "-t", "60", "start", check=False)
+        r = self._run(
+            str(self.bindir / "pg_ctl"),
+            "-D",
+            str(self.data),
+            "-l",
+            str(self.root / "server.log"),
+            "-w",
+            "-t",
+            "60",
+            "start",
+            check=False,
+        )
         if r.returncode != 0:
             log_text = (self.root / "server.log").read_text()[-2000:] if (self.root / "server.log").exists() else ""
             raise RuntimeError(f"PostgreSQL did not start: {r.stderr}\n{log_text}")

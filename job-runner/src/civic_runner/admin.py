@@ -7,7 +7,7 @@ River's semantics for manual retry (JobRetry) and cancel (JobCancel), including 
 from __future__ import annotations
 
 import json
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import psycopg
@@ -50,7 +50,8 @@ class Admin:
         state = "scheduled" if scheduled_at else "available"
         with self.conn.transaction():
             cur = self.conn.execute(
-                f"""INSERT INTO {self.s}.river_job (kind, args, queue, priority, max_attempts, scheduled_at, state, tags)
+                f"""INSERT INTO {self.s}.river_job
+                      (kind, args, queue, priority, max_attempts, scheduled_at, state, tags)
                     SELECT %s, %s, %s, %s, %s, coalesce(%s, now()), %s::{self.s}.river_job_state, %s::varchar(255)[]
                     FROM generate_series(1, %s) RETURNING id""",
                 (kind, Jsonb(args), queue, priority, max_attempts, scheduled_at, state, tags or [], count),
@@ -62,8 +63,9 @@ class Admin:
                 )
         return ids
 
-    def list(self, state: str | None = None, queue: str | None = None, kind: str | None = None,
-             limit: int = 50) -> list[dict[str, Any]]:
+    def list(
+        self, state: str | None = None, queue: str | None = None, kind: str | None = None, limit: int = 50
+    ) -> list[dict[str, Any]]:
         where, params = [], []
         for col, val in (("state::text", state), ("queue", queue), ("kind", kind)):
             if val:
@@ -71,8 +73,9 @@ class Admin:
                 params.append(val)
         clause = ("WHERE " + " AND ".join(where)) if where else ""
         cur = self.conn.cursor(row_factory=dict_row)
-        cur.execute(f"SELECT {JOB_COLUMNS} FROM {self.s}.river_job {clause} ORDER BY id DESC LIMIT %s",
-                    (*params, limit))
+        cur.execute(
+            f"SELECT {JOB_COLUMNS} FROM {self.s}.river_job {clause} ORDER BY id DESC LIMIT %s", (*params, limit)
+        )
         return cur.fetchall()
 
     def show(self, job_id: int) -> dict[str, Any] | None:
@@ -93,14 +96,15 @@ class Admin:
         )
         row = cur.fetchone()
         if row:
-            self.conn.execute("SELECT pg_notify(%s, %s)",
-                              (channel(self.schema, "river_insert"), json.dumps({"queue": row["queue"]})))
+            self.conn.execute(
+                "SELECT pg_notify(%s, %s)", (channel(self.schema, "river_insert"), json.dumps({"queue": row["queue"]}))
+            )
         return row
 
     def cancel(self, job_id: int) -> dict[str, Any] | None:
         """River's JobCancel. A running job stays running until its runner, told over
         `river_control`, stops it; it then ends cancelled."""
-        now = go_time(datetime.now(timezone.utc))
+        now = go_time(datetime.now(UTC))
         with self.conn.transaction():
             cur = self.conn.cursor(row_factory=dict_row)
             cur.execute(f"SELECT state::text, queue FROM {self.s}.river_job WHERE id = %s FOR UPDATE", (job_id,))
@@ -119,13 +123,16 @@ class Admin:
                 )
                 if row["state"] == "running":
                     payload = {"action": "cancel", "job_id": job_id, "queue": row["queue"]}
-                    self.conn.execute("SELECT pg_notify(%s, %s)",
-                                      (channel(self.schema, "river_control"), json.dumps(payload)))
+                    self.conn.execute(
+                        "SELECT pg_notify(%s, %s)", (channel(self.schema, "river_control"), json.dumps(payload))
+                    )
         return self.show(job_id)
 
     def stats(self, window_s: float = 3600.0) -> dict[str, Any]:
         cur = self.conn.cursor(row_factory=dict_row)
-        cur.execute(f"SELECT queue, state::text AS state, count(*) AS n FROM {self.s}.river_job GROUP BY 1, 2 ORDER BY 1, 2")
+        cur.execute(
+            f"SELECT queue, state::text AS state, count(*) AS n FROM {self.s}.river_job GROUP BY 1, 2 ORDER BY 1, 2"
+        )
         depth: dict[str, dict[str, int]] = {}
         for r in cur.fetchall():
             depth.setdefault(r["queue"], {})[r["state"]] = r["n"]
@@ -143,8 +150,8 @@ class Admin:
         latency = {
             r["queue"]: {
                 "completed": r["n"],
-                "insert_to_completed_s": dict(zip(("p50", "p95", "p99"), r["total_s"])),
-                "queue_wait_s": dict(zip(("p50", "p95", "p99"), r["wait_s"])),
+                "insert_to_completed_s": dict(zip(("p50", "p95", "p99"), r["total_s"], strict=False)),
+                "queue_wait_s": dict(zip(("p50", "p95", "p99"), r["wait_s"], strict=False)),
             }
             for r in cur.fetchall()
         }

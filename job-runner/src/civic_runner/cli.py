@@ -8,7 +8,7 @@ import importlib
 import json
 import logging
 import sys
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import psycopg
@@ -33,8 +33,9 @@ def _add_setting(p: argparse.ArgumentParser, s: Setting, env_values: dict[str, A
     env = " / ".join(s.env)
     help_text = f"{s.help} [env {env}; default {s.default!r}]"
     if s.type is bool:
-        p.add_argument(_flag(s), dest=s.name, action=argparse.BooleanOptionalAction,
-                       default=env_values[s.name], help=help_text)
+        p.add_argument(
+            _flag(s), dest=s.name, action=argparse.BooleanOptionalAction, default=env_values[s.name], help=help_text
+        )
     else:
         p.add_argument(_flag(s), dest=s.name, type=s.type, default=env_values[s.name], help=help_text)
 
@@ -59,10 +60,15 @@ def build_parser(env_values: dict[str, Any] | None = None) -> argparse.ArgumentP
 
     mig = sub.add_parser("migrate", help="apply River's schema and the Civic OS file tables")
     common(mig)
-    mig.add_argument("--target", type=int, default=LATEST[MAIN],
-                     help=f"River schema version to migrate to (Civic OS runs 6; latest {LATEST[MAIN]})")
-    mig.add_argument("--river-only", action="store_true",
-                     help="only River's tables; leave Civic OS's file tables and triggers alone")
+    mig.add_argument(
+        "--target",
+        type=int,
+        default=LATEST[MAIN],
+        help=f"River schema version to migrate to (Civic OS runs 6; latest {LATEST[MAIN]})",
+    )
+    mig.add_argument(
+        "--river-only", action="store_true", help="only River's tables; leave Civic OS's file tables and triggers alone"
+    )
     mig.add_argument("--down", action="store_true", help="revert --line down to --target instead")
     mig.add_argument("--line", choices=[MAIN, CIVIC], default=MAIN, help="line to revert with --down")
     mig.add_argument("--status", action="store_true", help="print the current versions and exit")
@@ -87,8 +93,11 @@ def build_parser(env_values: dict[str, Any] | None = None) -> argparse.ArgumentP
     jl.add_argument("--kind")
     jl.add_argument("--limit", type=int, default=50)
     jl.add_argument("--json", action="store_true")
-    for name, text in (("show", "one job, whole"), ("retry", "make a job available again now"),
-                       ("cancel", "cancel a job (a running one through its runner)")):
+    for name, text in (
+        ("show", "one job, whole"),
+        ("retry", "make a job available again now"),
+        ("cancel", "cancel a job (a running one through its runner)"),
+    ):
         p = jsub.add_parser(name, help=text)
         common(p)
         p.add_argument("id", type=int)
@@ -131,8 +140,15 @@ def cmd_migrate(args: argparse.Namespace) -> int:
             done = m.down(args.line, args.target)
         else:
             done = m.up(args.target, civic=not args.river_only)
-        print(_dump({"applied" if not args.down else "reverted": [f"{x.line}/{x.version:03d}_{x.name}" for x in done],
-                     MAIN: m.current(MAIN), CIVIC: m.current(CIVIC)}))
+        print(
+            _dump(
+                {
+                    "applied" if not args.down else "reverted": [f"{x.line}/{x.version:03d}_{x.name}" for x in done],
+                    MAIN: m.current(MAIN),
+                    CIVIC: m.current(CIVIC),
+                }
+            )
+        )
     return 0
 
 
@@ -142,11 +158,17 @@ def cmd_enqueue(args: argparse.Namespace) -> int:
     except json.JSONDecodeError as exc:
         print(f"--args is not valid JSON: {exc}", file=sys.stderr)
         return 2
-    at = datetime.now(timezone.utc) + timedelta(seconds=args.scheduled_in) if args.scheduled_in > 0 else None
+    at = datetime.now(UTC) + timedelta(seconds=args.scheduled_in) if args.scheduled_in > 0 else None
     with _connect(args) as conn:
         ids = Admin(conn, args.schema).enqueue(
-            args.kind, job_args, queue=args.queue, priority=args.priority, max_attempts=args.max_attempts,
-            scheduled_at=at, tags=args.tag, count=args.count,
+            args.kind,
+            job_args,
+            queue=args.queue,
+            priority=args.priority,
+            max_attempts=args.max_attempts,
+            scheduled_at=at,
+            tags=args.tag,
+            count=args.count,
         )
     print(_dump({"inserted": len(ids), "ids": ids[:100]}))
     return 0
@@ -162,14 +184,15 @@ def cmd_jobs(args: argparse.Namespace) -> int:
             else:
                 print(f"{'ID':>10} {'STATE':<10} {'QUEUE':<16} {'KIND':<24} {'ATTEMPT':>7}  CREATED")
                 for r in rows:
-                    print(f"{r['id']:>10} {r['state']:<10} {r['queue']:<16} {r['kind']:<24} "
-                          f"{r['attempt']:>3}/{r['max_attempts']:<3}  {r['created_at']:%Y-%m-%d %H:%M:%S}")
+                    print(
+                        f"{r['id']:>10} {r['state']:<10} {r['queue']:<16} {r['kind']:<24} "
+                        f"{r['attempt']:>3}/{r['max_attempts']:<3}  {r['created_at']:%Y-%m-%d %H:%M:%S}"
+                    )
             return 0
         fn = {"show": admin.show, "retry": admin.retry, "cancel": admin.cancel}[args.jobs_command]
         row = fn(args.id)
         if row is None:
-            print(f"job {args.id} not found" + (" or running" if args.jobs_command == "retry" else ""),
-                  file=sys.stderr)
+            print(f"job {args.id} not found" + (" or running" if args.jobs_command == "retry" else ""), file=sys.stderr)
             return 1
         print(_dump(row))
     return 0
@@ -187,15 +210,19 @@ def cmd_stats(args: argparse.Namespace) -> int:
     print(f"Latency of jobs completed in the last {args.window:.0f}s (seconds)")
     for queue, lat in stats["latency"].items():
         t, w = lat["insert_to_completed_s"], lat["queue_wait_s"]
-        print(f"  {queue:<20} n={lat['completed']}  insert->completed p50={t['p50']:.4f} p95={t['p95']:.4f} "
-              f"p99={t['p99']:.4f}  wait p50={w['p50']:.4f} p99={w['p99']:.4f}")
+        print(
+            f"  {queue:<20} n={lat['completed']}  insert->completed p50={t['p50']:.4f} p95={t['p95']:.4f} "
+            f"p99={t['p99']:.4f}  wait p50={w['p50']:.4f} p99={w['p99']:.4f}"
+        )
     print("Recently discarded")
     for r in stats["discarded_recent"]:
         print(f"  {r['id']:>10} {r['queue']:<16} {r['kind']:<24} {r['last_error']}")
     t = stats["table"]
     if t:
-        print(f"river_job: live={t['n_live_tup']} dead={t['n_dead_tup']} ({t['dead_pct']}% dead) "
-              f"size={t['total_bytes'] / 1e6:.1f} MB last_autovacuum={t['last_autovacuum']}")
+        print(
+            f"river_job: live={t['n_live_tup']} dead={t['n_dead_tup']} ({t['dead_pct']}% dead) "
+            f"size={t['total_bytes'] / 1e6:.1f} MB last_autovacuum={t['last_autovacuum']}"
+        )
     return 0
 
 

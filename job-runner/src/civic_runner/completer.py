@@ -68,7 +68,7 @@ class BatchCompleter:
             except asyncio.CancelledError:
                 self._pending[:0] = batch
                 raise
-            except Exception as exc:  # noqa: BLE001 - keep the outcomes and retry
+            except Exception as exc:
                 self._pending[:0] = batch
                 metrics.DB_ERRORS.labels("completer").inc()
                 log.warning(

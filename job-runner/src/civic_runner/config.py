@@ -10,7 +10,7 @@ import os
 import re
 import socket
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 QUEUE_NAME_RE = re.compile(r"^(?:[a-z0-9])+(?:[_|\-]?[a-z0-9]+)*$")
@@ -30,21 +30,37 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("database_url", ("DATABASE_URL",), DEFAULT_DATABASE_URL, "PostgreSQL connection URL"),
     Setting("schema", ("RIVER_SCHEMA", "CIVIC_SCHEMA"), "metadata", "schema holding River's tables"),
     Setting(
-        "queues", ("CIVIC_QUEUES",), "default=10",
+        "queues",
+        ("CIVIC_QUEUES",),
+        "default=10",
         "queues to work and their concurrency, e.g. 's3_signer=20,thumbnails=3'",
     ),
-    Setting("client_id", ("CIVIC_CLIENT_ID",), "", "client id for attempted_by and river_leader (default: host + start time, as River)"),
+    Setting(
+        "client_id",
+        ("CIVIC_CLIENT_ID",),
+        "",
+        "client id for attempted_by and river_leader (default: host + start time, as River)",
+    ),
     Setting("db_max_conns", ("DB_MAX_CONNS",), 4, "database connections per process, LISTEN included (min 2)", int),
     Setting("poll_only", ("CIVIC_POLL_ONLY",), False, "never LISTEN (for PgBouncer transaction pooling)", bool),
     Setting("fetch_poll_interval", ("CIVIC_FETCH_POLL_INTERVAL",), 1.0, "seconds between polls when idle", float),
     Setting(
-        "fetch_cooldown", ("CIVIC_FETCH_COOLDOWN",), 0.002,
-        "minimum seconds between two claims on one queue (River: 0.1; lower for latency)", float,
+        "fetch_cooldown",
+        ("CIVIC_FETCH_COOLDOWN",),
+        0.002,
+        "minimum seconds between two claims on one queue (River: 0.1; lower for latency)",
+        float,
     ),
     Setting("job_timeout", ("CIVIC_JOB_TIMEOUT",), 60.0, "seconds before a job is cancelled (<=0: none)", float),
     Setting("shutdown_grace", ("CIVIC_SHUTDOWN_GRACE",), 25.0, "seconds running jobs get to finish on SIGTERM", float),
     Setting("exit_when_idle", ("CIVIC_EXIT_WHEN_IDLE",), False, "drain the queues, then exit 0 (Job mode)", bool),
-    Setting("idle_exit_after", ("CIVIC_IDLE_EXIT_AFTER",), 2.0, "seconds of empty queues before --exit-when-idle exits", float),
+    Setting(
+        "idle_exit_after",
+        ("CIVIC_IDLE_EXIT_AFTER",),
+        2.0,
+        "seconds of empty queues before --exit-when-idle exits",
+        float,
+    ),
     Setting("http_port", ("CIVIC_HTTP_PORT",), 8090, "port of /healthz, /readyz, /metrics (0: off)", int),
     Setting("http_host", ("CIVIC_HTTP_HOST",), "0.0.0.0", "address the HTTP endpoints bind to"),
     Setting("log_level", ("LOG_LEVEL", "CIVIC_LOG_LEVEL"), "INFO", "log level"),
@@ -53,9 +69,15 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("rescuer_interval", ("CIVIC_RESCUER_INTERVAL",), 30.0, "seconds between rescuer runs", float),
     Setting("scheduler_interval", ("CIVIC_SCHEDULER_INTERVAL",), 5.0, "seconds between scheduler runs", float),
     Setting("cleaner_interval", ("CIVIC_CLEANER_INTERVAL",), 30.0, "seconds between cleaner runs", float),
-    Setting("completed_retention", ("CIVIC_COMPLETED_RETENTION",), 86400.0, "keep completed jobs (s; <0 forever)", float),
-    Setting("cancelled_retention", ("CIVIC_CANCELLED_RETENTION",), 86400.0, "keep cancelled jobs (s; <0 forever)", float),
-    Setting("discarded_retention", ("CIVIC_DISCARDED_RETENTION",), 604800.0, "keep discarded jobs (s; <0 forever)", float),
+    Setting(
+        "completed_retention", ("CIVIC_COMPLETED_RETENTION",), 86400.0, "keep completed jobs (s; <0 forever)", float
+    ),
+    Setting(
+        "cancelled_retention", ("CIVIC_CANCELLED_RETENTION",), 86400.0, "keep cancelled jobs (s; <0 forever)", float
+    ),
+    Setting(
+        "discarded_retention", ("CIVIC_DISCARDED_RETENTION",), 604800.0, "keep discarded jobs (s; <0 forever)", float
+    ),
     Setting("elect_interval", ("CIVIC_ELECT_INTERVAL",), 5.0, "seconds between leader (re)elections", float),
     Setting("kinds_modules", ("CIVIC_KINDS_MODULES",), "", "comma-separated modules that register job kinds"),
 )
@@ -116,7 +138,7 @@ def parse_queues(spec: str) -> dict[str, int]:
 def default_client_id(host: str | None = None, now: datetime | None = None) -> str:
     """River's default: host with '.' -> '_' (<= 60 chars) + '_' + UTC time to the microsecond."""
     host = (host or socket.gethostname()).replace(".", "_")[:60]
-    now = now or datetime.now(timezone.utc)
+    now = now or datetime.now(UTC)
     return f"{host}_{now.strftime('%Y_%m_%dT%H_%M_%S_%f')}"
 
 

@@ -69,9 +69,19 @@ class Driver:
         rows = await cur.fetchall()
         jobs = [
             Job(
-                id=r[0], kind=r[1], queue=r[2], args=r[3], attempt=r[4], max_attempts=r[5],
-                priority=r[6], metadata=r[7], errors=list(r[8] or []), attempted_at=r[9],
-                scheduled_at=r[10], created_at=r[11], tags=list(r[12] or []),
+                id=r[0],
+                kind=r[1],
+                queue=r[2],
+                args=r[3],
+                attempt=r[4],
+                max_attempts=r[5],
+                priority=r[6],
+                metadata=r[7],
+                errors=list(r[8] or []),
+                attempted_at=r[9],
+                scheduled_at=r[10],
+                created_at=r[11],
+                tags=list(r[12] or []),
             )
             for r in rows
         ]
@@ -152,9 +162,7 @@ class Driver:
 
     # -- leadership (River's LeaderAttemptElect / Reelect / Resign) ------------------------------
 
-    async def leader_attempt_elect(
-        self, conn: AsyncConnection[Any], leader_id: str, ttl: float
-    ) -> datetime | None:
+    async def leader_attempt_elect(self, conn: AsyncConnection[Any], leader_id: str, ttl: float) -> datetime | None:
         async with conn.transaction():
             await conn.execute(f"DELETE FROM {self.s}.river_leader WHERE expires_at < now()")
             cur = await conn.execute(
@@ -242,7 +250,9 @@ class Driver:
         )
         return await cur.fetchall()
 
-    async def rescue_many(self, conn: AsyncConnection[Any], rescues: Sequence[tuple[int, str, datetime | None, dict[str, Any]]]) -> int:
+    async def rescue_many(
+        self, conn: AsyncConnection[Any], rescues: Sequence[tuple[int, str, datetime | None, dict[str, Any]]]
+    ) -> int:
         """Apply rescuer decisions: (id, new state, scheduled_at or None, error entry)."""
         if not rescues:
             return 0
@@ -292,14 +302,10 @@ class Driver:
         return cur.rowcount
 
     async def migration_version(self, conn: AsyncConnection[Any]) -> int:
-        cur = await conn.execute(
-            "SELECT to_regclass(%s) IS NOT NULL", (f"{self.s}.river_migration",)
-        )
+        cur = await conn.execute("SELECT to_regclass(%s) IS NOT NULL", (f"{self.s}.river_migration",))
         row = await cur.fetchone()
         if not row or not row[0]:
             return 0
-        cur = await conn.execute(
-            f"SELECT coalesce(max(version), 0) FROM {self.s}.river_migration WHERE line = 'main'"
-        )
+        cur = await conn.execute(f"SELECT coalesce(max(version), 0) FROM {self.s}.river_migration WHERE line = 'main'")
         row = await cur.fetchone()
         return int(row[0]) if row else 0

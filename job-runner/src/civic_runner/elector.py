@@ -59,7 +59,7 @@ class Elector:
                         self._changed(False)
             except asyncio.CancelledError:
                 raise
-            except Exception as exc:  # noqa: BLE001 - keep trying; a lost lease expires by itself
+            except Exception as exc:
                 metrics.DB_ERRORS.labels("elector").inc()
                 log.warning("leader election failed", extra={"error": str(exc).strip()})
                 if self._term is not None:
@@ -81,7 +81,7 @@ class Elector:
         try:
             async with self._pool.connection() as conn:
                 await self._driver.leader_resign(conn, self._id, term)
-        except Exception as exc:  # noqa: BLE001 - the lease expires on its own
+        except Exception as exc:
             log.warning("could not resign leadership", extra={"error": str(exc).strip()})
 
     def _changed(self, leader: bool) -> None:

@@ -64,7 +64,7 @@ async def execute(
         raise
     except TimeoutError:
         return Outcome(Ending.ERROR, message=f"JobTimeoutError: job exceeded its timeout of {ctx.timeout}s")
-    except Exception as exc:  # noqa: BLE001 - every worker failure becomes an outcome
+    except Exception as exc:
         if ctx.cancel_reason == STOP_REMOTE_CANCEL:
             return Outcome(Ending.CANCEL, message=STOP_REMOTE_CANCEL)
         return outcome_for_exception(exc)
@@ -84,7 +84,7 @@ async def _call(job: Job, worker: Worker, ctx: JobContext, threads: concurrent.f
         ctx.cancel("timeout")
         try:
             await asyncio.wait_for(asyncio.shield(fut), SYNC_TIMEOUT_GRACE)
-        except (TimeoutError, Exception):  # noqa: BLE001 - the timeout is what gets recorded
+        except (TimeoutError, Exception):
             if not fut.done():
                 log.warning("worker thread ignored its deadline", extra={"job_id": job.id, "kind": job.kind})
         raise TimeoutError from None

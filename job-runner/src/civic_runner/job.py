@@ -5,13 +5,13 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass, field
 from datetime import datetime
-from enum import Enum
+from enum import StrEnum
 from typing import Any
 
 from civic_runner.errors import PermanentError
 
 
-class JobState(str, Enum):
+class JobState(StrEnum):
     AVAILABLE = "available"
     CANCELLED = "cancelled"
     COMPLETED = "completed"

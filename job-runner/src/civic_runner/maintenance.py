@@ -9,8 +9,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from collections.abc import Awaitable, Callable, Collection
-from datetime import datetime, timezone
+from collections.abc import Awaitable, Callable, Collection, Coroutine
+from datetime import UTC, datetime
 from typing import Any
 
 from psycopg_pool import AsyncConnectionPool
@@ -60,7 +60,7 @@ class Maintainer:
         self._elector = elector
         self._kinds = known_kinds
 
-    def services(self) -> list[Callable[[], Awaitable[None]]]:
+    def services(self) -> list[Callable[[], Coroutine[Any, Any, None]]]:
         c = self._cfg
         return [
             lambda: self._every(c.scheduler_interval, "scheduler", self.schedule_once),
@@ -80,7 +80,7 @@ class Maintainer:
                     log.info(f"{name} ran", extra={"service": name, "jobs": n})
             except asyncio.CancelledError:
                 raise
-            except Exception as exc:  # noqa: BLE001 - next round retries
+            except Exception as exc:
                 metrics.DB_ERRORS.labels(name).inc()
                 log.warning(f"{name} failed", extra={"service": name, "error": str(exc).strip()})
 
@@ -94,7 +94,7 @@ class Maintainer:
         return len(moved)
 
     async def rescue_once(self) -> int:
-        now = datetime.now(timezone.utc)
+        now = datetime.now(UTC)
         async with self._pool.connection() as conn:
             rows = await self._driver.stuck_jobs(conn, self._cfg.rescue_after, RESCUE_BATCH)
             plans = []

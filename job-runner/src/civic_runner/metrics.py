@@ -7,24 +7,32 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 REGISTRY = CollectorRegistry(auto_describe=True)
 
 JOBS = Counter(
-    "civic_runner_jobs_total", "Jobs finished, by kind, queue and outcome",
-    ["kind", "queue", "outcome"], registry=REGISTRY,
+    "civic_runner_jobs_total",
+    "Jobs finished, by kind, queue and outcome",
+    ["kind", "queue", "outcome"],
+    registry=REGISTRY,
 )
 DURATION = Histogram(
-    "civic_runner_job_duration_seconds", "Time spent in the worker, by kind",
-    ["kind", "queue"], registry=REGISTRY,
+    "civic_runner_job_duration_seconds",
+    "Time spent in the worker, by kind",
+    ["kind", "queue"],
+    registry=REGISTRY,
     buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300),
 )
 CLAIM_LAG = Histogram(
-    "civic_runner_claim_lag_seconds", "From scheduled_at (when the job became due) to its start",
-    ["queue"], registry=REGISTRY,
+    "civic_runner_claim_lag_seconds",
+    "From scheduled_at (when the job became due) to its start",
+    ["queue"],
+    registry=REGISTRY,
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 60),
 )
 IN_FLIGHT = Gauge("civic_runner_jobs_in_flight", "Jobs running now", ["queue"], registry=REGISTRY)
 CLAIMS = Counter("civic_runner_claims_total", "Claim statements run", ["queue"], registry=REGISTRY)
 CLAIMED = Counter("civic_runner_claimed_jobs_total", "Jobs claimed", ["queue"], registry=REGISTRY)
 COMPLETER_BATCH = Histogram(
-    "civic_runner_completer_batch_size", "Jobs per completion statement", registry=REGISTRY,
+    "civic_runner_completer_batch_size",
+    "Jobs per completion statement",
+    registry=REGISTRY,
     buckets=(1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 5000),
 )
 COMPLETER_BACKLOG = Gauge("civic_runner_completer_backlog", "Outcomes waiting to be written", registry=REGISTRY)

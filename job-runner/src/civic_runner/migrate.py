@@ -151,8 +151,10 @@ class Migrator:
             applied = []
             main_now = self.current(MAIN)
             if main_now > target_main:
-                log.info("River schema is already newer than the target; nothing to do",
-                         extra={"current": main_now, "target": target_main})
+                log.info(
+                    "River schema is already newer than the target; nothing to do",
+                    extra={"current": main_now, "target": target_main},
+                )
             for m in plan_up(main_now, target_main, load_line(MAIN)):
                 self._apply(m, up=True)
                 applied.append(m)
@@ -166,8 +168,10 @@ class Migrator:
         if self.current(MAIN) < 5:
             raise RuntimeError("the civic_files line needs River's schema at version 5 or later")
         if self.civic_tables_foreign():
-            log.info("Civic OS file tables already exist and belong to Civic OS; leaving them alone",
-                     extra={"schema": self.schema})
+            log.info(
+                "Civic OS file tables already exist and belong to Civic OS; leaving them alone",
+                extra={"schema": self.schema},
+            )
             return []
         applied = []
         for m in plan_up(self.current(CIVIC), LATEST[CIVIC], load_line(CIVIC)):

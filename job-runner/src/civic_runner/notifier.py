@@ -41,7 +41,7 @@ class Notifier:
         while True:
             try:
                 conn = await psycopg.AsyncConnection.connect(self._conninfo, autocommit=True)
-            except Exception as exc:  # noqa: BLE001 - retry forever; the fetch loops poll meanwhile
+            except Exception as exc:
                 if first or backoff >= 5.0:
                     log.warning("listener cannot connect; polling only until it can", extra={"error": str(exc).strip()})
                 first = False
@@ -63,7 +63,7 @@ class Notifier:
                         self._dispatch(n.channel, n.payload)
             except asyncio.CancelledError:
                 raise
-            except Exception as exc:  # noqa: BLE001
+            except Exception as exc:
                 log.warning("listener connection lost; reconnecting", extra={"error": str(exc).strip()})
             finally:
                 self.connected = False
@@ -71,7 +71,7 @@ class Notifier:
 
     def _dispatch(self, chan: str, payload: str) -> None:
         prefix = f"{self._schema}."
-        topic = chan[len(prefix):] if chan.startswith(prefix) else chan
+        topic = chan[len(prefix) :] if chan.startswith(prefix) else chan
         handler = self._handlers.get(topic)
         if handler is None:
             return

@@ -9,14 +9,14 @@ from __future__ import annotations
 import enum
 import random
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from civic_runner.errors import JobCancel, JobSnooze, PermanentError
 from civic_runner.job import Job, JobState
 from civic_runner.retry import next_retry_at
 
-__all__ = ["JobCancel", "JobSnooze", "PermanentError", "Ending", "Outcome", "Completion", "plan_completion"]
+__all__ = ["Completion", "Ending", "JobCancel", "JobSnooze", "Outcome", "PermanentError", "plan_completion"]
 
 
 class Ending(enum.Enum):
@@ -52,7 +52,7 @@ class Completion:
 
 def go_time(ts: datetime) -> str:
     """Format like Go's time.RFC3339Nano in UTC: fractional zeros trimmed, `Z` suffix."""
-    ts = ts.astimezone(timezone.utc)
+    ts = ts.astimezone(UTC)
     base = ts.strftime("%Y-%m-%dT%H:%M:%S")
     frac = f"{ts.microsecond:06d}".rstrip("0")
     return f"{base}.{frac}Z" if frac else f"{base}Z"
@@ -92,7 +92,10 @@ def plan_completion(
         state = JobState.AVAILABLE if outcome.snooze_seconds <= scheduler_interval else JobState.SCHEDULED
         snoozes = int(job.metadata_dict.get("snoozes", 0) or 0) + 1
         return Completion(
-            job.id, state, scheduled_at=at, attempt=max(job.attempt - 1, 0),
+            job.id,
+            state,
+            scheduled_at=at,
+            attempt=max(job.attempt - 1, 0),
             metadata_updates={"snoozes": snoozes},
         )
     if ending is Ending.INTERRUPT:

@@ -12,7 +12,7 @@ import logging
 import random
 import time
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from psycopg_pool import AsyncConnectionPool
 
@@ -110,7 +110,7 @@ class Producer:
             try:
                 async with self._pool.connection() as conn:
                     jobs = await self._driver.claim(conn, self.queue, limit, self._cfg.client_id)
-            except Exception as exc:  # noqa: BLE001 - the database may be restarting: back off, retry
+            except Exception as exc:
                 metrics.DB_ERRORS.labels("producer").inc()
                 if self.healthy:
                     log.error("claim failed; retrying", extra={"queue": self.queue, "error": str(exc).strip()})
@@ -144,7 +144,7 @@ class Producer:
         try:
             async with self._pool.connection() as conn:
                 self.paused = await self._driver.queue_upsert(conn, self.queue)
-        except Exception as exc:  # noqa: BLE001 - not fatal: the fetch loop retries the database
+        except Exception as exc:
             log.warning("could not register queue in river_queue", extra={"queue": self.queue, "error": str(exc)})
 
     def _start(self, job: Job) -> None:
@@ -156,14 +156,14 @@ class Producer:
         metrics.IN_FLIGHT.labels(self.queue).inc()
 
     async def _work(self, job: Job, ctx: JobContext) -> None:
-        started = datetime.now(timezone.utc)
+        started = datetime.now(UTC)
         t0 = time.perf_counter()
         metrics.CLAIM_LAG.labels(self.queue).observe(max((started - job.scheduled_at).total_seconds(), 0.0))
         try:
             outcome = await execute(job, self._registry.get(job.kind), ctx, self._threads)
         except asyncio.CancelledError:
             outcome = Outcome(Ending.INTERRUPT, message=STOP_SHUTDOWN)
-        except BaseException as exc:  # noqa: BLE001 - a job must always get an outcome
+        except BaseException as exc:
             outcome = Outcome(Ending.ERROR, message=f"{type(exc).__name__}: {exc}")
         finally:
             self.running.pop(job.id, None)
@@ -172,7 +172,10 @@ class Producer:
                 self._wake.set()
         elapsed = time.perf_counter() - t0
         completion = plan_completion(
-            job, outcome, started_at=started, now=datetime.now(timezone.utc),
+            job,
+            outcome,
+            started_at=started,
+            now=datetime.now(UTC),
             scheduler_interval=self._cfg.scheduler_interval,
         )
         metrics.DURATION.labels(job.kind, self.queue).observe(elapsed)
@@ -183,8 +186,12 @@ class Producer:
 
         self._completer.submit(completion, written)
         extra = {
-            "job_id": job.id, "kind": job.kind, "queue": self.queue, "attempt": job.attempt,
-            "outcome": label, "duration_ms": round(elapsed * 1000, 2),
+            "job_id": job.id,
+            "kind": job.kind,
+            "queue": self.queue,
+            "attempt": job.attempt,
+            "outcome": label,
+            "duration_ms": round(elapsed * 1000, 2),
         }
         if outcome.ending is Ending.COMPLETED:
             log.info("job completed", extra=extra)

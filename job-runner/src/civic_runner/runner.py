@@ -75,8 +75,13 @@ class Runner:
         if cfg.poll_only:
             kwargs["prepare_threshold"] = None
         pool = AsyncConnectionPool(
-            cfg.database_url, min_size=1, max_size=pool_size, kwargs=kwargs, open=False,
-            name="civic-runner", reconnect_timeout=0,
+            cfg.database_url,
+            min_size=1,
+            max_size=pool_size,
+            kwargs=kwargs,
+            open=False,
+            name="civic-runner",
+            reconnect_timeout=0,
         )
         await pool.open(wait=False)
         try:
@@ -92,7 +97,7 @@ class Runner:
                 async with pool.connection(timeout=5) as conn:
                     version = await self.driver.migration_version(conn)
                 break
-            except Exception as exc:  # noqa: BLE001
+            except Exception as exc:
                 if time.monotonic() > deadline:
                     raise StartupError(f"database unreachable for {STARTUP_DB_WAIT:.0f}s: {exc}") from exc
                 log.warning("waiting for the database", extra={"error": str(exc).strip()})
@@ -111,8 +116,14 @@ class Runner:
         completer = BatchCompleter(pool, self.driver)
         for queue, n in cfg.queues.items():
             self.producers[queue] = Producer(
-                queue, n, cfg=cfg, pool=pool, driver=self.driver, registry=self.registry,
-                completer=completer, threads=threads,
+                queue,
+                n,
+                cfg=cfg,
+                pool=pool,
+                driver=self.driver,
+                registry=self.registry,
+                completer=completer,
+                threads=threads,
             )
         elector = Elector(pool, self.driver, cfg.client_id, cfg.elect_interval)
         tasks: list[asyncio.Task[Any]] = [
@@ -123,9 +134,13 @@ class Runner:
         background: list[asyncio.Task[Any]] = []
         if listen:
             self.notifier = Notifier(
-                cfg.database_url, cfg.schema,
-                {"river_insert": self._on_insert, "river_control": self._on_control,
-                 "river_leadership": elector.on_notification},
+                cfg.database_url,
+                cfg.schema,
+                {
+                    "river_insert": self._on_insert,
+                    "river_control": self._on_control,
+                    "river_leadership": elector.on_notification,
+                },
                 on_connect=self._wake_all,
             )
             background.append(asyncio.create_task(self.notifier.run(), name="notifier"))
@@ -144,8 +159,14 @@ class Runner:
         server = http.serve(cfg.http_host, cfg.http_port, self.healthy, self.ready) if cfg.http_port else None
         log.info(
             "runner started",
-            extra={"client_id": cfg.client_id, "queues": cfg.queues, "schema": cfg.schema,
-                   "kinds": self.registry.kinds(), "listen": listen, "db_max_conns": cfg.db_max_conns},
+            extra={
+                "client_id": cfg.client_id,
+                "queues": cfg.queues,
+                "schema": cfg.schema,
+                "kinds": self.registry.kinds(),
+                "listen": listen,
+                "db_max_conns": cfg.db_max_conns,
+            },
         )
 
         await self._stop.wait()
