@@ -10,8 +10,8 @@ from pathlib import Path
 
 import psycopg
 import pytest
-
 from civic_runner.migrate import Migrator
+
 from tests.conftest import REFERENCE
 from tests.support.catalog import read_catalog
 from tests.support.harness import InProcessRunner, RunnerProcess, migrate, query, wait_for
@@ -58,14 +58,27 @@ def test_database_migrated_by_river_cli_is_accepted_by_us(db_url: str, river_cli
 
 def test_jobs_inserted_by_river_go_client_are_completed_by_us(db_url: str, river_interop: str) -> None:
     migrate(db_url)
-    r = run(river_interop, "insert", "--database-url", db_url, "--kind", "echo", "--count", "50",
-            "--args", '{"value": {"from": "go"}}')
+    r = run(
+        river_interop,
+        "insert",
+        "--database-url",
+        db_url,
+        "--kind",
+        "echo",
+        "--count",
+        "50",
+        "--args",
+        '{"value": {"from": "go"}}',
+    )
     assert r.returncode == 0, r.stderr
     ids = json.loads(r.stdout)
     assert len(ids) == 50
     with InProcessRunner(db_url, registry):
-        wait_for(lambda: query(db_url, "SELECT count(*) FROM metadata.river_job WHERE state='completed'")[0][0] == 50,
-                 timeout=20, what="50 completed")
+        wait_for(
+            lambda: query(db_url, "SELECT count(*) FROM metadata.river_job WHERE state='completed'")[0][0] == 50,
+            timeout=20,
+            what="50 completed",
+        )
     outputs = query(db_url, "SELECT DISTINCT metadata->'output' FROM metadata.river_job")
     assert outputs == [({"from": "go"},)]
 
@@ -76,10 +89,22 @@ def test_trigger_jobs_are_completed_by_a_river_go_worker(db_url: str, river_inte
         for i in range(5):
             conn.execute(
                 "INSERT INTO metadata.file_upload_requests (entity_type, entity_id, file_name, file_type) "
-                "VALUES ('issues', %s, 'a.png', 'image/png')", (str(i),),
+                "VALUES ('issues', %s, 'a.png', 'image/png')",
+                (str(i),),
             )
-    r = run(river_interop, "work", "--database-url", db_url, "--queue", "s3_signer", "--kinds", "s3_presign",
-            "--timeout", "60s", timeout=90)
+    r = run(
+        river_interop,
+        "work",
+        "--database-url",
+        db_url,
+        "--queue",
+        "s3_signer",
+        "--kinds",
+        "s3_presign",
+        "--timeout",
+        "60s",
+        timeout=90,
+    )
     assert r.returncode == 0, r.stdout + r.stderr
     assert query(db_url, "SELECT count(*) FROM metadata.interop_worked WHERE kind = 's3_presign'")[0][0] == 5
     assert query(db_url, "SELECT state::text, count(*) FROM metadata.river_job GROUP BY 1") == [("completed", 5)]
@@ -89,13 +114,16 @@ def test_mixed_go_python_fleet_elects_exactly_one_leader(db_url: str, river_inte
     migrate(db_url)
     go = subprocess.Popen(
         [river_interop, "elect", "--database-url", db_url, "--id", "go-a", "--duration", "40s"],
-        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
     )
     try:
         wait_for(lambda: query(db_url, "SELECT leader_id FROM metadata.river_leader"), timeout=15, what="a leader")
         py = [
-            RunnerProcess(db_url, "--elect-interval", "0.5", "--client-id", f"py-{i}",
-                          log_path=tmp_path / f"py{i}.log").start()
+            RunnerProcess(
+                db_url, "--elect-interval", "0.5", "--client-id", f"py-{i}", log_path=tmp_path / f"py{i}.log"
+            ).start()
             for i in range(2)
         ]
         seen = set()
@@ -109,7 +137,8 @@ def test_mixed_go_python_fleet_elects_exactly_one_leader(db_url: str, river_inte
         go.wait(20)
         new = wait_for(
             lambda: [r for r in query(db_url, "SELECT leader_id FROM metadata.river_leader") if r[0] != "go-a"],
-            timeout=10, what="a Python leader",
+            timeout=10,
+            what="a Python leader",
         )
         assert new[0][0].startswith("py-")
         for p in py:

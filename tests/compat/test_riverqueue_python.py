@@ -37,15 +37,19 @@ def client(url: str) -> riverqueue.Client:
 def test_riverqueue_python_inserts_are_completed(db_url: str) -> None:
     migrate(db_url)
     c = client(db_url)
-    single = c.insert(EchoArgs("one"), insert_opts=riverqueue.InsertOpts(queue="default", priority=2, tags=["from-python"]))
+    single = c.insert(
+        EchoArgs("one"), insert_opts=riverqueue.InsertOpts(queue="default", priority=2, tags=["from-python"])
+    )
     many = c.insert_many([EchoArgs(str(i)) for i in range(20)])
     assert single.job.id and many == 20  # riverqueue 0.7 returns the count
     # riverqueue sends no NOTIFY: our runner finds these by polling.
     with InProcessRunner(db_url, registry, fetch_poll_interval=0.2):
         wait_for(
             lambda: query(db_url, "SELECT count(*) FROM metadata.river_job WHERE state='completed'")[0][0] == 21,
-            timeout=20, what="21 completed",
+            timeout=20,
+            what="21 completed",
         )
-    row = query(db_url, "SELECT priority, tags, metadata->'output' FROM metadata.river_job WHERE id=%s",
-                (single.job.id,))[0]
+    row = query(
+        db_url, "SELECT priority, tags, metadata->'output' FROM metadata.river_job WHERE id=%s", (single.job.id,)
+    )[0]
     assert row == (2, ["from-python"], "one")

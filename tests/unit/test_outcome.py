@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import random
 from datetime import UTC, datetime, timedelta, timezone
 
@@ -21,12 +22,12 @@ def make_job(attempt: int = 1, max_attempts: int = 25, errors: int = 0, metadata
         id=7,
         kind="k",
         queue="q",
-        args={},
+        args_json="{}",
         attempt=attempt,
         max_attempts=max_attempts,
         priority=1,
-        metadata={} if metadata is None else metadata,
-        errors=[{}] * errors,
+        metadata_json=json.dumps({} if metadata is None else metadata),
+        error_count=errors,
         attempted_at=START,
         scheduled_at=START,
         created_at=START,

@@ -16,7 +16,7 @@ from psycopg import AsyncConnection
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
-from civic_runner.job import Job
+from civic_runner.job import Job, JobState
 from civic_runner.outcome import Completion
 
 MAX_ATTEMPTED_BY = 100  # River trims attempted_by to its last 100 entries
@@ -61,8 +61,8 @@ class Driver:
                  ELSE j.attempted_by END,
             %(client_id)s::text)
         FROM locked_jobs WHERE j.id = locked_jobs.id
-        RETURNING j.id, j.kind, j.queue, j.args, j.attempt, j.max_attempts, j.priority, j.metadata,
-                  j.errors, j.attempted_at, j.scheduled_at, j.created_at, j.tags
+        RETURNING j.id, j.kind, j.queue, j.args::text, j.attempt, j.max_attempts, j.priority, j.metadata::text,
+                  coalesce(array_length(j.errors, 1), 0), j.attempted_at, j.scheduled_at, j.created_at, j.tags
         """
         params = {"queue": queue, "limit": limit, "client_id": client_id, "max_by": MAX_ATTEMPTED_BY}
         cur = await conn.execute(q, params)
@@ -72,16 +72,16 @@ class Driver:
                 id=r[0],
                 kind=r[1],
                 queue=r[2],
-                args=r[3],
+                args_json=r[3],
                 attempt=r[4],
                 max_attempts=r[5],
                 priority=r[6],
-                metadata=r[7],
-                errors=list(r[8] or []),
+                metadata_json=r[7],
+                error_count=r[8],
                 attempted_at=r[9],
                 scheduled_at=r[10],
                 created_at=r[11],
-                tags=list(r[12] or []),
+                tags=r[12] or [],
             )
             for r in rows
         ]
@@ -99,6 +99,35 @@ class Driver:
         """
         if not items:
             return {}
+        plain = [c.job_id for c in items if c.state is JobState.COMPLETED and c.metadata_updates is None]
+        result = await self._complete_plain(conn, plain) if plain else {}
+        if len(plain) == len(items):
+            return result
+        rest = [c for c in items if not (c.state is JobState.COMPLETED and c.metadata_updates is None)]
+        result.update(await self._complete_general(conn, rest))
+        return result
+
+    async def _complete_plain(self, conn: AsyncConnection[Any], ids: list[int]) -> dict[int, tuple[str, bool]]:
+        """The common case, cheaper to send and to run: completed, nothing to merge or record."""
+        q = f"""
+        WITH locked AS (
+          SELECT j.id, (j.state = 'running') AS was_running
+          FROM {self.s}.river_job j WHERE j.id = ANY(%s::bigint[])
+          ORDER BY j.id
+          FOR UPDATE
+        )
+        UPDATE {self.s}.river_job j SET
+          state = CASE WHEN l.was_running THEN 'completed' ELSE j.state END,
+          finalized_at = CASE WHEN l.was_running THEN now() ELSE j.finalized_at END
+        FROM locked l WHERE j.id = l.id
+        RETURNING j.id, j.state::text, l.was_running
+        """
+        cur = await conn.execute(q, (ids,))
+        return {r[0]: (r[1], r[2]) for r in await cur.fetchall()}
+
+    async def _complete_general(
+        self, conn: AsyncConnection[Any], items: Sequence[Completion]
+    ) -> dict[int, tuple[str, bool]]:
         q = f"""
         WITH input AS (
           SELECT * FROM unnest(%s::bigint[], %s::text[], %s::boolean[], %s::timestamptz[],

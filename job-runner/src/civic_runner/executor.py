@@ -6,7 +6,6 @@ import asyncio
 import concurrent.futures
 import logging
 import traceback
-from typing import Any
 
 from civic_runner.errors import JobCancel, JobSnooze, PermanentError
 from civic_runner.job import Job, JobContext
@@ -18,9 +17,8 @@ log = logging.getLogger("civic_runner.executor")
 # Why a running job was stopped from outside; decides its outcome.
 STOP_REMOTE_CANCEL = "job cancelled remotely"
 STOP_SHUTDOWN = "runner shutting down"
+STOP_TIMEOUT = "timeout"
 
-# After a sync worker's deadline, how long to wait for it to notice before giving up on the thread.
-SYNC_TIMEOUT_GRACE = 10.0
 _TRACE_LIMIT = 4000
 
 
@@ -40,6 +38,18 @@ def outcome_for_exception(exc: BaseException) -> Outcome:
     return Outcome(Ending.ERROR, message=message, trace=trace)
 
 
+def outcome_for_stop(ctx: JobContext) -> Outcome | None:
+    """The outcome of a job stopped from outside, by why it was stopped (None: not stopped by us)."""
+    reason = ctx.cancel_reason
+    if reason == STOP_SHUTDOWN:
+        return Outcome(Ending.INTERRUPT, message=STOP_SHUTDOWN)
+    if reason == STOP_REMOTE_CANCEL:
+        return Outcome(Ending.CANCEL, message=STOP_REMOTE_CANCEL)
+    if reason == STOP_TIMEOUT:
+        return Outcome(Ending.ERROR, message=f"JobTimeoutError: job exceeded its timeout of {ctx.timeout}s")
+    return None
+
+
 def effective_timeout(worker: Worker, default: float) -> float | None:
     t = worker.timeout if worker.timeout is not None else default
     return t if t and t > 0 else None
@@ -51,43 +61,26 @@ async def execute(
     ctx: JobContext,
     threads: concurrent.futures.Executor,
 ) -> Outcome:
+    """Run the worker. Timeouts, remote cancels and shutdown arrive as a cancellation of this
+    task (see Producer), with the reason in ctx; a thread that ignores it keeps running but its
+    result is no longer waited for."""
     if worker is None:
         return Outcome(Ending.ERROR, message=unknown_kind_message(job.kind))
     try:
-        result = await _call(job, worker, ctx, threads)
+        if worker.is_async:
+            result = await worker.fn(job, ctx)
+        else:
+            result = await asyncio.get_running_loop().run_in_executor(threads, worker.fn, job, ctx)
     except asyncio.CancelledError:
-        # Stopped from outside: by our shutdown (give the attempt back) or a remote cancel.
-        if ctx.cancel_reason == STOP_SHUTDOWN:
-            return Outcome(Ending.INTERRUPT, message=STOP_SHUTDOWN)
-        if ctx.cancel_reason == STOP_REMOTE_CANCEL:
-            return Outcome(Ending.CANCEL, message=STOP_REMOTE_CANCEL)
-        raise
-    except TimeoutError:
-        return Outcome(Ending.ERROR, message=f"JobTimeoutError: job exceeded its timeout of {ctx.timeout}s")
+        stopped = outcome_for_stop(ctx)
+        if stopped is None:
+            raise
+        if not worker.is_async:
+            log.warning(
+                "worker thread left running after its job was stopped",
+                extra={"job_id": job.id, "kind": job.kind, "reason": ctx.cancel_reason},
+            )
+        return stopped
     except Exception as exc:
-        if ctx.cancel_reason == STOP_REMOTE_CANCEL:
-            return Outcome(Ending.CANCEL, message=STOP_REMOTE_CANCEL)
-        return outcome_for_exception(exc)
+        return outcome_for_stop(ctx) or outcome_for_exception(exc)
     return Outcome(Ending.COMPLETED, output=result)
-
-
-async def _call(job: Job, worker: Worker, ctx: JobContext, threads: concurrent.futures.Executor) -> Any:
-    timeout = ctx.timeout
-    if worker.is_async:
-        return await asyncio.wait_for(worker.fn(job, ctx), timeout)
-    loop = asyncio.get_running_loop()
-    fut = loop.run_in_executor(threads, worker.fn, job, ctx)
-    try:
-        return await asyncio.wait_for(asyncio.shield(fut), timeout)
-    except TimeoutError:
-        # A thread cannot be killed: ask it to stop, give it a moment, then stop waiting.
-        ctx.cancel("timeout")
-        try:
-            await asyncio.wait_for(asyncio.shield(fut), SYNC_TIMEOUT_GRACE)
-        except (TimeoutError, Exception):
-            if not fut.done():
-                log.warning("worker thread ignored its deadline", extra={"job_id": job.id, "kind": job.kind})
-        raise TimeoutError from None
-    except asyncio.CancelledError:
-        ctx.cancel(ctx.cancel_reason or "cancelled")
-        raise

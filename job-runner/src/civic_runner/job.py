@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import threading
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
+from functools import cached_property
 from typing import Any
 
 from civic_runner.errors import PermanentError
@@ -27,21 +29,34 @@ FINALIZED_STATES = frozenset({JobState.CANCELLED, JobState.COMPLETED, JobState.D
 
 @dataclass(frozen=True)
 class Job:
-    """A claimed row of river_job (state running)."""
+    """A claimed row of river_job (state running).
+
+    args and metadata arrive as JSON text and are decoded on first use: a runner claiming
+    thousands of jobs a second should not parse what a worker never reads.
+    """
 
     id: int
     kind: str
     queue: str
-    args: Any  # decoded jsonb; usually a dict, but rows written by others may hold anything
+    args_json: str
     attempt: int
     max_attempts: int
     priority: int
-    metadata: Any
-    errors: list[Any]
+    metadata_json: str
+    error_count: int  # errors recorded before this attempt (River's retry policy counts these)
     attempted_at: datetime
     scheduled_at: datetime
     created_at: datetime
     tags: list[str] = field(default_factory=list)
+
+    @cached_property
+    def args(self) -> Any:
+        """Decoded args: usually an object, but rows written by others may hold any JSON."""
+        return json.loads(self.args_json)
+
+    @cached_property
+    def metadata(self) -> Any:
+        return json.loads(self.metadata_json)
 
     def args_object(self) -> dict[str, Any]:
         """The args as a JSON object, or a permanent failure: bad input never gets better."""
@@ -64,20 +79,30 @@ class JobContext:
     def __init__(self, job: Job, timeout: float | None) -> None:
         self.job = job
         self.timeout = timeout
-        self._cancelled = threading.Event()
         self.cancel_reason = ""
+        self._flag = False
+        # Created only when a worker thread waits on it: most jobs never do.
+        self._event: threading.Event | None = None
 
     def cancel(self, reason: str) -> None:
-        self.cancel_reason = reason
-        self._cancelled.set()
+        if not self._flag:
+            self.cancel_reason = reason
+        self._flag = True
+        if self._event is not None:
+            self._event.set()
 
     @property
     def cancelled(self) -> bool:
-        return self._cancelled.is_set()
+        return self._flag
 
     def wait_cancelled(self, timeout: float) -> bool:
-        return self._cancelled.wait(timeout)
+        """Sleep up to `timeout` seconds; True as soon as the job is cancelled (for sync workers)."""
+        if self._event is None:
+            self._event = threading.Event()
+        if self._flag:
+            return True
+        return self._event.wait(timeout)
 
     def raise_if_cancelled(self) -> None:
-        if self._cancelled.is_set():
+        if self._flag:
             raise InterruptedError(self.cancel_reason or "job cancelled")

@@ -104,6 +104,6 @@ def plan_completion(
     entry = error_entry(job, started_at, outcome.message, outcome.trace)
     if job.attempt >= job.max_attempts:
         return Completion(job.id, JobState.DISCARDED, finalize=True, error=entry)
-    at = next_retry_at(now, len(job.errors or []), rand)
+    at = next_retry_at(now, job.error_count, rand)
     state = JobState.AVAILABLE if (at - now).total_seconds() <= scheduler_interval else JobState.RETRYABLE
     return Completion(job.id, state, scheduled_at=at, error=entry)

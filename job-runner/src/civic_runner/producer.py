@@ -13,6 +13,7 @@ import random
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 from psycopg_pool import AsyncConnectionPool
 
@@ -20,7 +21,7 @@ from civic_runner import metrics
 from civic_runner.completer import BACKPRESSURE_AT, BatchCompleter
 from civic_runner.config import RunnerConfig
 from civic_runner.driver import Driver
-from civic_runner.executor import STOP_REMOTE_CANCEL, STOP_SHUTDOWN, effective_timeout, execute
+from civic_runner.executor import STOP_REMOTE_CANCEL, STOP_SHUTDOWN, STOP_TIMEOUT, effective_timeout, execute
 from civic_runner.job import Job, JobContext
 from civic_runner.outcome import Ending, Outcome, plan_completion
 from civic_runner.registry import Registry
@@ -28,11 +29,30 @@ from civic_runner.registry import Registry
 log = logging.getLogger("civic_runner.producer")
 
 
+TIMEOUT_SWEEP_INTERVAL = 0.05
+
+
 @dataclass
 class Running:
     job: Job
     ctx: JobContext
     task: asyncio.Task[None]
+    deadline: float | None  # monotonic
+
+
+class _KindMetrics:
+    """Labelled metric children, looked up once per kind instead of once per job."""
+
+    def __init__(self, kind: str, queue: str) -> None:
+        self.duration = metrics.DURATION.labels(kind, queue)
+        self._jobs: dict[str, Any] = {}
+        self._kind, self._queue = kind, queue
+
+    def finished(self, state: str) -> None:
+        c = self._jobs.get(state)
+        if c is None:
+            c = self._jobs[state] = metrics.JOBS.labels(self._kind, self._queue, state)
+        c.inc()
 
 
 class Producer:
@@ -64,6 +84,11 @@ class Producer:
         self._last_fetch = 0.0
         self.last_found_work = time.monotonic()
         self.healthy = True
+        self._by_kind: dict[str, _KindMetrics] = {}
+        self._in_flight = metrics.IN_FLIGHT.labels(queue)
+        self._claim_lag = metrics.CLAIM_LAG.labels(queue)
+        self._claims = metrics.CLAIMS.labels(queue)
+        self._claimed = metrics.CLAIMED.labels(queue)
 
     def wake(self) -> None:
         self._wake.set()
@@ -92,6 +117,24 @@ class Producer:
 
     async def run(self) -> None:
         await self._register_queue()
+        sweeper = asyncio.create_task(self._enforce_timeouts(), name=f"timeouts-{self.queue}")
+        try:
+            await self._fetch_loop()
+        finally:
+            sweeper.cancel()
+
+    async def _enforce_timeouts(self) -> None:
+        """One sweep for all deadlines instead of a timer per job (cheaper at thousands of jobs/s)."""
+        while True:
+            await asyncio.sleep(TIMEOUT_SWEEP_INTERVAL)
+            if not self.running:
+                continue
+            now = time.monotonic()
+            for job_id, r in list(self.running.items()):
+                if r.deadline is not None and now >= r.deadline and not r.ctx.cancelled:
+                    self.cancel_job(job_id, STOP_TIMEOUT)
+
+    async def _fetch_loop(self) -> None:
         backoff = 0.1
         while not self._stopping:
             await self._sleep_until_woken()
@@ -123,9 +166,9 @@ class Producer:
                 log.info("claiming again", extra={"queue": self.queue})
             self.healthy = True
             backoff = 0.1
-            metrics.CLAIMS.labels(self.queue).inc()
+            self._claims.inc()
             if jobs:
-                metrics.CLAIMED.labels(self.queue).inc(len(jobs))
+                self._claimed.inc(len(jobs))
                 self.last_found_work = time.monotonic()
             self._refetch_on_free = len(jobs) == limit
             for job in jobs:
@@ -151,14 +194,21 @@ class Producer:
         worker = self._registry.get(job.kind)
         timeout = effective_timeout(worker, self._cfg.job_timeout) if worker else None
         ctx = JobContext(job, timeout)
-        task = asyncio.create_task(self._work(job, ctx), name=f"job-{job.id}")
-        self.running[job.id] = Running(job, ctx, task)
-        metrics.IN_FLIGHT.labels(self.queue).inc()
+        task = asyncio.create_task(self._work(job, ctx))
+        deadline = time.monotonic() + timeout if timeout else None
+        self.running[job.id] = Running(job, ctx, task, deadline)
+        self._in_flight.inc()
+
+    def _kind_metrics(self, kind: str) -> _KindMetrics:
+        m = self._by_kind.get(kind)
+        if m is None:
+            m = self._by_kind[kind] = _KindMetrics(kind, self.queue)
+        return m
 
     async def _work(self, job: Job, ctx: JobContext) -> None:
         started = datetime.now(UTC)
         t0 = time.perf_counter()
-        metrics.CLAIM_LAG.labels(self.queue).observe(max((started - job.scheduled_at).total_seconds(), 0.0))
+        self._claim_lag.observe(max((started - job.scheduled_at).total_seconds(), 0.0))
         try:
             outcome = await execute(job, self._registry.get(job.kind), ctx, self._threads)
         except asyncio.CancelledError:
@@ -167,7 +217,7 @@ class Producer:
             outcome = Outcome(Ending.ERROR, message=f"{type(exc).__name__}: {exc}")
         finally:
             self.running.pop(job.id, None)
-            metrics.IN_FLIGHT.labels(self.queue).dec()
+            self._in_flight.dec()
             if self._refetch_on_free and not self._stopping:
                 self._wake.set()
         elapsed = time.perf_counter() - t0
@@ -178,24 +228,29 @@ class Producer:
             now=datetime.now(UTC),
             scheduler_interval=self._cfg.scheduler_interval,
         )
-        metrics.DURATION.labels(job.kind, self.queue).observe(elapsed)
-        label = completion.state.value
+        km = self._kind_metrics(job.kind)
+        km.duration.observe(elapsed)
 
         def written(state: str, was_running: bool) -> None:
-            metrics.JOBS.labels(job.kind, self.queue, state if was_running else "skipped").inc()
+            km.finished(state if was_running else "skipped")
 
         self._completer.submit(completion, written)
-        extra = {
+        if outcome.ending is Ending.COMPLETED:
+            if log.isEnabledFor(logging.INFO):
+                log.info("job completed", extra=self._log_fields(job, completion.state.value, elapsed))
+        elif outcome.ending in (Ending.SNOOZE, Ending.INTERRUPT):
+            log.info(f"job {outcome.ending.value}", extra=self._log_fields(job, completion.state.value, elapsed))
+        else:
+            log.warning(
+                "job failed", extra={**self._log_fields(job, completion.state.value, elapsed), "error": outcome.message}
+            )
+
+    def _log_fields(self, job: Job, state: str, elapsed: float) -> dict[str, Any]:
+        return {
             "job_id": job.id,
             "kind": job.kind,
             "queue": self.queue,
             "attempt": job.attempt,
-            "outcome": label,
+            "outcome": state,
             "duration_ms": round(elapsed * 1000, 2),
         }
-        if outcome.ending is Ending.COMPLETED:
-            log.info("job completed", extra=extra)
-        elif outcome.ending in (Ending.SNOOZE, Ending.INTERRUPT):
-            log.info(f"job {outcome.ending.value}", extra=extra)
-        else:
-            log.warning("job failed", extra={**extra, "error": outcome.message})
