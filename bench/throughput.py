@@ -179,23 +179,30 @@ def main() -> None:
     ap.add_argument("--only", default="ours,river,pgqueuer,sql")
     ap.add_argument("--procs", type=int, default=1, help="runner processes")
     ap.add_argument("--concurrency", type=int, default=1000, help="workers per runner process")
+    ap.add_argument("--repeat", type=int, default=3, help="runs per system; the median is reported")
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "out" / "throughput.json")
     args = ap.parse_args()
     server = start_postgres()
-    results: dict[str, float] = {}
+    runs: dict[str, list[float]] = {}
+    names = args.only.split(",")
     try:
-        for name in args.only.split(","):
-            url = fresh_db(server, f"bench_{name}")
-            log(f"{name}: burn-down of {args.jobs} no-op jobs")
-            if name == "ours":
-                results[name] = bench_ours(url, args.jobs, args.procs, args.concurrency)
-            elif name == "river":
-                results[name] = bench_river(url, args.jobs)
-            elif name == "pgqueuer":
-                results[name] = bench_pgqueuer(url, args.jobs)
-            elif name == "sql":
-                results[name] = bench_sql(url, args.jobs)
-            log(f"{name}: {results[name]:.0f} jobs/s")
+        # Interleaved (ours, river, ... then again) so that drift in the machine's load hits all alike.
+        for i in range(args.repeat):
+            for name in names:
+                url = fresh_db(server, f"bench_{name}_{i}")
+                log(f"{name} (run {i + 1}/{args.repeat}): burn-down of {args.jobs} no-op jobs")
+                if name == "ours":
+                    rate = bench_ours(url, args.jobs, args.procs, args.concurrency)
+                elif name == "river":
+                    rate = bench_river(url, args.jobs)
+                elif name == "pgqueuer":
+                    rate = bench_pgqueuer(url, args.jobs)
+                elif name == "sql":
+                    rate = bench_sql(url, args.jobs)
+                else:
+                    raise SystemExit(f"unknown system {name}")
+                runs.setdefault(name, []).append(rate)
+                log(f"{name}: {rate:.0f} jobs/s")
     finally:
         server.destroy()
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -85,7 +85,8 @@ class Producer:
         self.last_found_work = time.monotonic()
         self.healthy = True
         self._by_kind: dict[str, _KindMetrics] = {}
-        self._in_flight = metrics.IN_FLIGHT.labels(queue)
+        # Read at scrape time: nothing to update per job.
+        metrics.IN_FLIGHT.labels(queue).set_function(lambda: len(self.running))
         self._claim_lag = metrics.CLAIM_LAG.labels(queue)
         self._claims = metrics.CLAIMS.labels(queue)
         self._claimed = metrics.CLAIMED.labels(queue)
@@ -197,7 +198,6 @@ class Producer:
         task = asyncio.create_task(self._work(job, ctx))
         deadline = time.monotonic() + timeout if timeout else None
         self.running[job.id] = Running(job, ctx, task, deadline)
-        self._in_flight.inc()
 
     def _kind_metrics(self, kind: str) -> _KindMetrics:
         m = self._by_kind.get(kind)
@@ -217,7 +217,6 @@ class Producer:
             outcome = Outcome(Ending.ERROR, message=f"{type(exc).__name__}: {exc}")
         finally:
             self.running.pop(job.id, None)
-            self._in_flight.dec()
             if self._refetch_on_free and not self._stopping:
                 self._wake.set()
         elapsed = time.perf_counter() - t0
