@@ -53,7 +53,8 @@ bench: deps venv
 run: deps venv
 	$(BIN)/python scripts/localdb.py start
 	DATABASE_URL=$$($(BIN)/python scripts/localdb.py url) $(BIN)/civic-runner migrate
-	DATABASE_URL=$$($(BIN)/python scripts/localdb.py url) $(BIN)/civic-runner run
+	DATABASE_URL=$$($(BIN)/python scripts/localdb.py url) PYTHONPATH=$(CURDIR) \
+	  CIVIC_KINDS_MODULES=$${CIVIC_KINDS_MODULES:-bench.kinds} $(BIN)/civic-runner run
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

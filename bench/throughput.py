@@ -178,7 +178,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--jobs", type=int, default=100_000)
     ap.add_argument("--only", default="ours,river,pgqueuer,sql")
-    ap.add_argument("--procs", type=int, default=1, help="runner processes")
+    ap.add_argument("--procs", type=int, default=2, help="runner processes (one per core)")
     ap.add_argument("--concurrency", type=int, default=1000, help="workers per runner process")
     ap.add_argument("--repeat", type=int, default=3, help="runs per system; the median is reported")
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "out" / "throughput.json")

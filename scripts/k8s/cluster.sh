@@ -72,6 +72,17 @@ options:
   kwokControllerBinary: ${BIN}/kwok
   enableMetricsServer: false
   quietPull: true
+# Single instances: without leader election they survive an API server
+# restart (with it they exit when the lease cannot be renewed).
+componentsPatches:
+- name: kube-controller-manager
+  extraArgs:
+  - key: leader-elect
+    value: "false"
+- name: kube-scheduler
+  extraArgs:
+  - key: leader-elect
+    value: "false"
 EOF
 }
 
@@ -132,15 +143,27 @@ cmd_up() {
   echo "$KUBECONFIG_PATH"
 }
 
-kill_pidfile() { # PIDFILE: TERM the recorded process, KILL after 30s
-  local pid i
+# alive PID: running and not a zombie. Component processes are re-parented
+# to PID 1, which may reap them late; kwokctl's own check (signal 0) counts
+# a zombie as running and would then not restart the component.
+alive() {
+  local state
+  state="$(awk '{print $3}' "/proc/$1/stat" 2>/dev/null || true)"
+  [[ -n "$state" && "$state" != Z && "$state" != X ]]
+}
+
+kill_pidfile() { # PIDFILE [GRACE_SECONDS]: TERM the recorded process, KILL after grace, drop the file
+  local pid i grace="${2:-30}"
   pid="$(cat "$1" 2>/dev/null || true)"
-  [[ "$pid" =~ ^[0-9]+$ ]] || return 0
-  kill -0 "$pid" 2>/dev/null || return 0
-  kill -TERM "$pid" 2>/dev/null || true
-  for ((i = 0; i < 300; i++)); do kill -0 "$pid" 2>/dev/null || return 0; sleep 0.1; done
-  kill -KILL "$pid" 2>/dev/null || true
-  sleep 0.2
+  if [[ "$pid" =~ ^[0-9]+$ ]] && alive "$pid"; then
+    kill -TERM "$pid" 2>/dev/null || true
+    for ((i = 0; i < grace * 10; i++)); do alive "$pid" || break; sleep 0.1; done
+    if alive "$pid"; then
+      kill -KILL "$pid" 2>/dev/null || true
+      for ((i = 0; i < 50; i++)); do alive "$pid" || break; sleep 0.1; done
+    fi
+  fi
+  rm -f "$1"
 }
 
 cmd_down() {
@@ -165,8 +188,11 @@ cmd_restart_apiserver() {
   setup_bin
   local pidfile="${CLUSTER_DIR}/pids/kube-apiserver.pid"
   [[ -f "$pidfile" ]] || die "no ${pidfile}: is the cluster up?"
+  # kube-apiserver stops listening at once on SIGTERM, but its graceful
+  # shutdown then waits for open watch connections (minutes); so SIGKILL
+  # after a short grace period.
   log "stopping kube-apiserver (pid $(cat "$pidfile"))"
-  kill_pidfile "$pidfile"
+  kill_pidfile "$pidfile" "${CIVIC_APISERVER_STOP_GRACE:-3}"
   # `start cluster` starts only the components whose process is gone.
   log "starting kube-apiserver"
   kwokctl_ start cluster --timeout 120s >&2

@@ -109,6 +109,11 @@ t=$(now_ms)
 "$CLUSTER" restart-apiserver
 kubectl get namespace "$NS" >/dev/null || fail "namespace lost after restart"
 log "kube-apiserver restarted in $(( $(now_ms) - t ))ms"
+# controller-manager, scheduler and kwok reconnected by themselves
+t=$(now_ms)
+kubectl -n "$NS" create deployment web --image=nginx --replicas=2 >/dev/null
+wait_running 2
+log "after restart: 2 pods Running in $(( $(now_ms) - t ))ms"
 
 kubectl delete namespace "$NS" --wait=false >/dev/null
 log "smoke test passed"

@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 QUEUE_NAME_RE = re.compile(r"^(?:[a-z0-9])+(?:[_|\-]?[a-z0-9]+)*$")
-DEFAULT_DATABASE_URL = "postgresql:///civic?host=/tmp"
+DEFAULT_DATABASE_URL = "postgresql://postgres@127.0.0.1:55432/civic"  # `make run`'s local database
 
 
 @dataclass(frozen=True)
