@@ -21,7 +21,7 @@ def stats(available: int = 0, running: int = 0, soon: int = 0) -> QueueStats:
 @pytest.mark.parametrize(
     ("available", "running", "current", "expected", "why"),
     [
-        (460, 0, 4, 5, "depth 460 over 4 replicas × 100 → 5"),
+        (460, 0, 4, 5, "depth 460 over 4 replicas x 100 → 5"),
         (420, 0, 4, 4, "within 10%"),  # HPA tolerance: 1.05 is close enough
         (0, 0, 0, 0, "depth 0"),
         (1, 0, 0, 1, "→ 1"),  # activation: any job wakes a pool at zero

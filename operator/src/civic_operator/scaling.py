@@ -54,19 +54,21 @@ def raw_recommendation(stats: QueueStats, policy: Policy, current: int) -> tuple
     depth = depth_of(stats, policy)
     target = policy.target_per_replica
     rec = math.ceil(depth / target) if depth > 0 else 0
-    why = f"depth {depth} over {current} replicas × {target:g} → {rec}"
+    why = f"depth {depth} over {current} replicas x {target:g} → {rec}"
     if policy.target_drain_seconds and stats.completed_per_second and current > 0:
         per_replica = stats.completed_per_second / current
         backlog = stats.available + stats.scheduled_soon
         drain = math.ceil(backlog / (per_replica * policy.target_drain_seconds))
         if drain > rec:
             rec = drain
-            why = (f"backlog {backlog} at {per_replica:.1f} jobs/s per replica drains in "
-                   f"{policy.target_drain_seconds:g}s with {drain}")
+            why = (
+                f"backlog {backlog} at {per_replica:.1f} jobs/s per replica drains in "
+                f"{policy.target_drain_seconds:g}s with {drain}"
+            )
     if current > 0 and rec > 0:
         ratio = depth / (target * current)
         if abs(ratio - 1.0) <= policy.tolerance:
-            return current, f"depth {depth} within {policy.tolerance:.0%} of {current} replicas × {target:g}"
+            return current, f"depth {depth} within {policy.tolerance:.0%} of {current} replicas x {target:g}"
     return rec, why
 
 
@@ -89,9 +91,15 @@ def decide(
     error: str = "",
 ) -> Decision:
     if stats is None:
-        return Decision(current, current, None, False,
-                        f"queue stats unavailable ({error or 'unknown error'}); keeping {current} replicas",
-                        degraded=True, history=history)
+        return Decision(
+            current,
+            current,
+            None,
+            False,
+            f"queue stats unavailable ({error or 'unknown error'}); keeping {current} replicas",
+            degraded=True,
+            history=history,
+        )
     history = _prune(history, policy, now)
     depth = depth_of(stats, policy)
     active = depth > policy.activation_threshold
@@ -106,8 +114,10 @@ def decide(
             cooling = last_active is not None and now - last_active < policy.cooldown_seconds
             if current > 0 and cooling:
                 rec = max(min(rec, current), 1) if rec > 0 else 1
-                why = (f"depth {depth} ≤ activation {policy.activation_threshold:g}; keeping at least 1 "
-                       f"until the {policy.cooldown_seconds:g}s cooldown ends")
+                why = (
+                    f"depth {depth} ≤ activation {policy.activation_threshold:g}; keeping at least 1 "
+                    f"until the {policy.cooldown_seconds:g}s cooldown ends"
+                )
             else:
                 rec, to_zero = 0, True
                 why = f"depth {depth} ≤ activation {policy.activation_threshold:g} → 0"

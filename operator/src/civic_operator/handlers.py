@@ -1,0 +1,61 @@
+"""kopf handlers: thin wiring from events to reconcile (apply) and the autoscaler loop (decide)."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import kopf
+
+from civic_operator import GROUP, PLURAL, VERSION, manifests
+from civic_operator.autoscaler import PoolAutoscaler
+from civic_operator.listener import InsertListener
+from civic_operator.manifests import PoolRef
+from civic_operator.reconcile import reconcile
+from civic_operator.stats import StatsSource
+
+RESOURCE = (GROUP, VERSION, PLURAL)
+
+
+@kopf.on.startup()
+async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+    # Hung watch streams are a known kopf failure mode: bound them on both sides.
+    settings.watching.server_timeout = 120
+    settings.watching.client_timeout = 150
+    settings.watching.connect_timeout = 10
+    settings.watching.reconnect_backoff = 1.0
+    settings.networking.request_timeout = 30
+    settings.networking.connect_timeout = 10
+    settings.posting.level = logging.INFO
+    settings.persistence.finalizer = "workers.civic-os.org/finalizer"
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="workers.civic-os.org")
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix="workers.civic-os.org", key="last-handled-configuration"
+    )
+    settings.execution.max_workers = 8
+    memo.stats = StatsSource()
+    memo.listener = InsertListener()
+
+
+@kopf.on.cleanup()
+async def shutdown(memo: kopf.Memo, **_: Any) -> None:
+    await memo.listener.close()
+    await memo.stats.close()
+
+
+@kopf.on.resume(*RESOURCE)
+@kopf.on.create(*RESOURCE)
+@kopf.on.update(*RESOURCE, field="spec")
+async def apply(spec: kopf.Spec, name: str, namespace: str | None, uid: str, patch: kopf.Patch, **_: Any) -> None:
+    """Owned objects follow the pool's spec (including spec.replicas from `kubectl scale`)."""
+    running = await reconcile(PoolRef(name, namespace or "default", uid), dict(spec))
+    patch.status["selector"] = manifests.selector_string(name)
+    patch.status["replicas"] = running["replicas"]
+    patch.status["readyReplicas"] = running["readyReplicas"]
+
+
+@kopf.daemon(*RESOURCE, cancellation_timeout=10.0)
+async def autoscale(
+    body: kopf.Body, name: str, namespace: str | None, uid: str, stopped: kopf.DaemonStopped, memo: kopf.Memo, **_: Any
+) -> None:
+    await PoolAutoscaler(PoolRef(name, namespace or "default", uid), memo.stats, memo.listener).run(body, stopped)

@@ -1,0 +1,128 @@
+"""Thin Kubernetes I/O (official client, sync, run in threads): nothing here decides anything."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+from typing import Any
+
+import kubernetes
+from kubernetes.client.rest import ApiException
+
+from civic_operator import GROUP, PLURAL, VERSION
+
+FIELD_MANAGER = "civic-operator"
+_loaded = False
+
+
+def _load() -> None:
+    global _loaded
+    if not _loaded:
+        try:
+            kubernetes.config.load_incluster_config()
+        except kubernetes.config.ConfigException:
+            kubernetes.config.load_kube_config()
+        _loaded = True
+
+
+def _apps() -> kubernetes.client.AppsV1Api:
+    _load()
+    return kubernetes.client.AppsV1Api()
+
+
+def _batch() -> kubernetes.client.BatchV1Api:
+    _load()
+    return kubernetes.client.BatchV1Api()
+
+
+def _core() -> kubernetes.client.CoreV1Api:
+    _load()
+    return kubernetes.client.CoreV1Api()
+
+
+def _custom() -> kubernetes.client.CustomObjectsApi:
+    _load()
+    return kubernetes.client.CustomObjectsApi()
+
+
+def _secret_value(namespace: str, name: str, key: str) -> str:
+    secret = _core().read_namespaced_secret(name, namespace)
+    data = (secret.data or {}).get(key)
+    if data is None:
+        raise KeyError(f"secret {namespace}/{name} has no key {key!r}")
+    return base64.b64decode(data).decode()
+
+
+async def secret_value(namespace: str, name: str, key: str) -> str:
+    return await asyncio.to_thread(_secret_value, namespace, name, key)
+
+
+async def patch_pool(namespace: str, name: str, body: dict[str, Any]) -> None:
+    await asyncio.to_thread(_custom().patch_namespaced_custom_object, GROUP, VERSION, namespace, PLURAL, name, body)
+
+
+async def patch_pool_status(namespace: str, name: str, status: dict[str, Any]) -> None:
+    await asyncio.to_thread(
+        _custom().patch_namespaced_custom_object_status,
+        GROUP,
+        VERSION,
+        namespace,
+        PLURAL,
+        name,
+        {"status": status},
+    )
+
+
+def _apply_deployment(manifest: dict[str, Any]) -> Any:
+    meta = manifest["metadata"]
+    return _apps().patch_namespaced_deployment(
+        meta["name"],
+        meta["namespace"],
+        manifest,
+        field_manager=FIELD_MANAGER,
+        force=True,
+        _content_type="application/apply-patch+yaml",
+    )
+
+
+async def apply_deployment(manifest: dict[str, Any]) -> dict[str, Any]:
+    """Server-side apply: creates or updates, and owns only the fields we set."""
+    result = await asyncio.to_thread(_apply_deployment, manifest)
+    status = result.status
+    return {"replicas": status.replicas or 0, "readyReplicas": status.ready_replicas or 0}
+
+
+async def deployment_status(namespace: str, name: str) -> dict[str, int] | None:
+    try:
+        d = await asyncio.to_thread(_apps().read_namespaced_deployment_status, name, namespace)
+    except ApiException as e:
+        if e.status == 404:
+            return None
+        raise
+    return {"replicas": d.status.replicas or 0, "readyReplicas": d.status.ready_replicas or 0}
+
+
+async def list_jobs(namespace: str, selector: str) -> list[Any]:
+    result = await asyncio.to_thread(_batch().list_namespaced_job, namespace, label_selector=selector)
+    return list(result.items)
+
+
+async def create_job(manifest: dict[str, Any]) -> str:
+    job = await asyncio.to_thread(_batch().create_namespaced_job, manifest["metadata"]["namespace"], manifest)
+    return str(job.metadata.name)
+
+
+async def delete_job(namespace: str, name: str) -> None:
+    try:
+        await asyncio.to_thread(_batch().delete_namespaced_job, name, namespace, propagation_policy="Background")
+    except ApiException as e:
+        if e.status != 404:
+            raise
+
+
+async def delete_deployment(namespace: str, name: str) -> None:
+    try:
+        await asyncio.to_thread(_apps().delete_namespaced_deployment, name, namespace)
+    except ApiException as e:
+        if e.status != 404:
+            raise

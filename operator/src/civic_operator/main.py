@@ -1,0 +1,83 @@
+"""`civic-operator`: runs the kopf operator with production settings, liveness and metrics endpoints."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+
+import kopf
+from prometheus_client import start_http_server
+
+from civic_operator import logs
+from civic_operator.metrics import REGISTRY
+
+
+def parse(argv: list[str] | None = None) -> argparse.Namespace:
+    env = os.environ.get
+    p = argparse.ArgumentParser(prog="civic-operator", description=__doc__)
+    p.add_argument(
+        "--namespace",
+        "-n",
+        action="append",
+        default=[n for n in env("WATCH_NAMESPACES", "").split(",") if n],
+        help="namespace to watch (repeatable) [env WATCH_NAMESPACES, comma-separated]; default: all",
+    )
+    p.add_argument(
+        "--liveness-port",
+        type=int,
+        default=int(env("LIVENESS_PORT", "8080")),
+        help="port of /healthz [env LIVENESS_PORT]",
+    )
+    p.add_argument(
+        "--metrics-port",
+        type=int,
+        default=int(env("METRICS_PORT", "9090")),
+        help="port of /metrics (0: off) [env METRICS_PORT]",
+    )
+    p.add_argument(
+        "--peering",
+        default=env("PEERING_NAME", "civic-operator"),
+        help="kopf peering object: with several replicas only the highest priority one acts [env PEERING_NAME]",
+    )
+    p.add_argument(
+        "--standalone",
+        action="store_true",
+        default=env("STANDALONE", "") in ("1", "true"),
+        help="no peering (a single replica) [env STANDALONE]",
+    )
+    p.add_argument(
+        "--priority",
+        type=int,
+        default=int(env("PEERING_PRIORITY", "0")),
+        help="peering priority [env PEERING_PRIORITY; the chart sets a random one per pod]",
+    )
+    p.add_argument("--log-level", default=env("LOG_LEVEL", "INFO"), help="[env LOG_LEVEL]")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse(argv)
+    logs.setup(args.log_level)
+    import civic_operator.handlers  # noqa: F401 - registers the handlers
+
+    if args.metrics_port:
+        start_http_server(args.metrics_port, registry=REGISTRY)
+    peering = None if args.standalone else args.peering
+    logging.getLogger("civic_operator").info(
+        "operator starting", extra={"namespaces": args.namespace or "all", "peering": peering}
+    )
+    kopf.run(
+        clusterwide=not args.namespace,
+        namespaces=args.namespace or (),
+        liveness_endpoint=f"http://0.0.0.0:{args.liveness_port}/healthz",
+        standalone=args.standalone,
+        peering_name=peering,
+        priority=args.priority,
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
