@@ -4,14 +4,19 @@ scale to zero, errors, and flapping inputs."""
 from __future__ import annotations
 
 import pytest
-
 from civic_operator.policy import Policy, StepLimit
 from civic_operator.scaling import History, QueueStats, decide
 
 pytestmark = pytest.mark.unit
 
-P = Policy(min_replicas=0, max_replicas=20, target_per_replica=100, cooldown_seconds=60,
-           scale_up=StepLimit(0, 4, 100, 15), scale_down=StepLimit(300, 100, 100, 15))
+P = Policy(
+    min_replicas=0,
+    max_replicas=20,
+    target_per_replica=100,
+    cooldown_seconds=60,
+    scale_up=StepLimit(0, 4, 100, 15),
+    scale_down=StepLimit(300, 100, 100, 15),
+)
 
 
 def stats(available: int = 0, running: int = 0, soon: int = 0) -> QueueStats:
@@ -25,7 +30,7 @@ def stats(available: int = 0, running: int = 0, soon: int = 0) -> QueueStats:
         (420, 0, 4, 4, "within 10%"),  # HPA tolerance: 1.05 is close enough
         (0, 0, 0, 0, "depth 0"),
         (1, 0, 0, 1, "→ 1"),  # activation: any job wakes a pool at zero
-        (250, 150, 4, 4, "within 10%"),  # 400 over 4 × 100: ratio 1.0
+        (250, 150, 4, 4, "within 10%"),  # 400 over 4 x 100: ratio 1.0
         (405, 0, 4, 4, "within 10%"),  # ratio 1.0125
         (100_000, 0, 0, 4, "scale-up limited"),  # from zero: +4 per period
         (100_000, 0, 16, 20, "depth 100000"),  # +100 % allowed, clamped to max 20
@@ -119,7 +124,7 @@ def test_target_drain_seconds_uses_measured_rate() -> None:
     p = Policy(**{**P.__dict__, "target_drain_seconds": 60, "target_per_replica": 1000, "max_replicas": 50})
     s = QueueStats(available=6000, running=20, completed_per_second=20.0)  # 2 replicas → 10 jobs/s each
     d = decide(s, p, History(), 2, 0.0)
-    # 6000 / (10 × 60) = 10 replicas wanted; +100 % rate limit from 2 gives max(4, 2) → 6
+    # 6000 / (10 x 60) = 10 replicas wanted; +100 % rate limit from 2 gives max(4, 2) → 6
     assert d.recommendation == 10 and d.replicas == 6
     assert "drains in 60s" in d.reason
 

@@ -22,7 +22,7 @@ from civic_operator.manifests import PoolRef
 from civic_operator.policy import Policy
 from civic_operator.reconcile import reconcile
 from civic_operator.scaling import Decision, History, QueueStats, decide
-from civic_operator.stats import StatsSource
+from civic_operator.stats import StatsSource, depth_cap
 
 log = logging.getLogger("civic_operator.autoscaler")
 
@@ -112,7 +112,14 @@ class PoolAutoscaler:
         try:
             url = await self._database_url(spec)
             self.listener.subscribe(url, schema, self.ref.uid, self._on_insert(queues))
-            stats, seconds = await self.stats.fetch(url, schema, queues, policy.include_scheduled_within)
+            stats, seconds = await self.stats.fetch(
+                url,
+                schema,
+                queues,
+                policy.include_scheduled_within,
+                cap=depth_cap(policy.max_replicas, policy.target_per_replica),
+                with_rate=policy.target_drain_seconds is not None,
+            )
         except Exception as exc:
             metrics.STATS_ERRORS.labels(*labels).inc()
             self._secret = None

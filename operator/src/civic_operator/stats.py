@@ -1,9 +1,10 @@
 """Queue statistics from river_job: bounded, index-served queries, one connection pool per database.
 
-Every count is capped (a LIMIT inside the count), so its cost does not grow with the table or the
-backlog: `river_job_prioritized_fetching_index (state, queue, priority, scheduled_at, id)` serves the
-available/running/scheduled counts and the oldest-job lookup; `river_job_state_and_finalized_at_index`
-serves the completion rate.
+Every count is capped (a LIMIT inside the count, at twice what could change a decision), so its cost
+does not grow with the table or the backlog: `river_job_prioritized_fetching_index (state, queue,
+priority, scheduled_at, id)` serves the available/running/scheduled counts and the oldest-job lookup;
+`river_job_state_and_finalized_at_index` serves the completion rate, read only for pools that use
+targetDrainSeconds, from at most the last RATE_SAMPLE completions.
 """
 
 from __future__ import annotations
@@ -19,35 +20,63 @@ from civic_operator.scaling import QueueStats
 
 log = logging.getLogger("civic_operator.stats")
 
-DEPTH_CAP = 100_000
 RATE_WINDOW_SECONDS = 60
-RATE_CAP = 100_000
+RATE_SAMPLE = 2_000
+
+
+def depth_cap(max_replicas: int, target_per_replica: float) -> int:
+    """Depth beyond max x target cannot change a decision: count no further (twice that, for display)."""
+    return int(min(100_000, max(1_000, 2 * max_replicas * target_per_replica)))
 
 
 def quote_ident(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
-def stats_sql(schema: str) -> str:
+def stats_sql(schema: str, with_rate: bool) -> str:
+    """One round trip; each count is per queue (so `queue = q` is an index condition) and capped."""
     s = quote_ident(schema)
+    rate = (
+        f"""
+      (SELECT row(count(*), extract(epoch FROM now() - min(finalized_at)))::text FROM (
+         SELECT finalized_at FROM {s}.river_job
+         WHERE state = 'completed' AND finalized_at > now() - make_interval(secs => %(window)s)
+           AND queue = ANY(%(queues)s)
+         ORDER BY finalized_at DESC LIMIT %(sample)s) f)"""
+        if with_rate
+        else "NULL::text"
+    )
     return f"""
     SELECT
-      (SELECT count(*) FROM (SELECT 1 FROM {s}.river_job
-         WHERE state = 'available' AND queue = ANY(%(queues)s) LIMIT %(cap)s) a) AS available,
-      (SELECT count(*) FROM (SELECT 1 FROM {s}.river_job
-         WHERE state = 'running' AND queue = ANY(%(queues)s) LIMIT %(cap)s) r) AS running,
-      (SELECT count(*) FROM (SELECT 1 FROM {s}.river_job
-         WHERE state IN ('scheduled', 'retryable') AND queue = ANY(%(queues)s)
-           AND scheduled_at <= now() + make_interval(secs => %(soon)s) LIMIT %(cap)s) c) AS scheduled_soon,
+      (SELECT sum(n) FROM unnest(%(queues)s::text[]) q, LATERAL (
+         SELECT count(*) AS n FROM (SELECT 1 FROM {s}.river_job
+           WHERE state = 'available' AND queue = q LIMIT %(cap)s) x) y) AS available,
+      (SELECT sum(n) FROM unnest(%(queues)s::text[]) q, LATERAL (
+         SELECT count(*) AS n FROM (SELECT 1 FROM {s}.river_job
+           WHERE state = 'running' AND queue = q LIMIT %(cap)s) x) y) AS running,
+      (SELECT sum(n) FROM unnest(%(queues)s::text[]) q, unnest(ARRAY['scheduled', 'retryable']) st, LATERAL (
+         SELECT count(*) AS n FROM (SELECT 1 FROM {s}.river_job
+           WHERE state = st::{s}.river_job_state AND queue = q
+             AND scheduled_at <= now() + make_interval(secs => %(soon)s) LIMIT %(cap)s) x) y) AS scheduled_soon,
       (SELECT extract(epoch FROM now() - min(oldest)) FROM (
          SELECT (SELECT scheduled_at FROM {s}.river_job
                  WHERE state = 'available' AND queue = q AND priority = p AND scheduled_at <= now()
                  ORDER BY scheduled_at LIMIT 1) AS oldest
          FROM unnest(%(queues)s::text[]) q, generate_series(1, 4) p) o) AS oldest_available_seconds,
-      (SELECT count(*) FROM (SELECT 1 FROM {s}.river_job
-         WHERE state = 'completed' AND finalized_at > now() - make_interval(secs => %(window)s)
-           AND queue = ANY(%(queues)s) LIMIT %(rate_cap)s) f) AS completed_recently
+      {rate} AS recent_completions
     """
+
+
+def completion_rate(raw: str | None) -> float | None:
+    """Jobs/s from '(count,seconds spanned)': over the sample's own span when the sample is full."""
+    if not raw:
+        return None
+    count_s, span_s = raw.strip("()").split(",")
+    count = int(count_s)
+    if count == 0:
+        return 0.0
+    span = float(span_s) if span_s else RATE_WINDOW_SECONDS
+    return count / (span if count >= RATE_SAMPLE and span > 0 else RATE_WINDOW_SECONDS)
 
 
 class StatsSource:
@@ -76,32 +105,39 @@ class StatsSource:
             return pool
 
     async def fetch(
-        self, url: str, schema: str, queues: list[str], scheduled_within: float
+        self,
+        url: str,
+        schema: str,
+        queues: list[str],
+        scheduled_within: float,
+        *,
+        cap: int = 1_000,
+        with_rate: bool = False,
     ) -> tuple[QueueStats, float]:
         """Stats and the query's wall time in seconds."""
         pool = await self._pool(url)
         t0 = time.perf_counter()
         async with pool.connection() as conn:
             cur = await conn.execute(
-                stats_sql(schema),
+                stats_sql(schema, with_rate),
                 {
                     "queues": queues,
-                    "cap": DEPTH_CAP,
+                    "cap": cap,
                     "soon": scheduled_within,
                     "window": RATE_WINDOW_SECONDS,
-                    "rate_cap": RATE_CAP,
+                    "sample": RATE_SAMPLE,
                 },
             )
             row: Any = await cur.fetchone()
         elapsed = time.perf_counter() - t0
-        available, running, soon, oldest, completed = row
+        available, running, soon, oldest, recent = row
         return (
             QueueStats(
-                available=int(available),
-                running=int(running),
-                scheduled_soon=int(soon),
+                available=int(available or 0),
+                running=int(running or 0),
+                scheduled_soon=int(soon or 0),
                 oldest_available_seconds=float(oldest) if oldest is not None else None,
-                completed_per_second=int(completed) / RATE_WINDOW_SECONDS,
+                completed_per_second=completion_rate(recent),
             ),
             elapsed,
         )
