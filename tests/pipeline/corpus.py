@@ -45,11 +45,15 @@ def jpeg(width: int, height: int, *, quality: int = 90, seed: int = 1, orientati
     return bytes(img.jpegsave_buffer(Q=quality))
 
 
+def solid(width: int, height: int, colour: list[int]) -> pyvips.Image:
+    return pyvips.Image.black(width, height).new_from_image(colour).cast("uchar").copy(interpretation="srgb")
+
+
 def two_colour_jpeg(width: int, height: int, orientation: int) -> bytes:
     """Left half red, right half blue, with an EXIF orientation: after auto-rotation by 90 degrees
     clockwise (orientation 6) red must be on top."""
-    left = (pyvips.Image.black(width // 2, height, bands=3) + [255, 0, 0]).cast("uchar")
-    right = (pyvips.Image.black(width - width // 2, height, bands=3) + [0, 0, 255]).cast("uchar")
+    left = solid(width // 2, height, [255, 0, 0])
+    right = solid(width - width // 2, height, [0, 0, 255])
     img = left.join(right, "horizontal").copy(interpretation="srgb")
     img.set_type(pyvips.GValue.gint_type, "orientation", orientation)
     return bytes(img.jpegsave_buffer(Q=95))
@@ -67,8 +71,8 @@ def screenshot_png(width: int, height: int) -> bytes:
 
 def rgba_png(width: int, height: int) -> bytes:
     """Half-transparent: padding and flattening must give white, not black."""
-    rgb = (pyvips.Image.black(width, height, bands=3) + [0, 128, 0]).cast("uchar")
-    alpha = (pyvips.Image.black(width, height) + 0).cast("uchar")
+    rgb = solid(width, height, [0, 128, 0])
+    alpha = pyvips.Image.black(width, height).cast("uchar")
     return bytes(rgb.bandjoin(alpha).copy(interpretation="srgb").pngsave_buffer())
 
 
@@ -91,7 +95,7 @@ def png_bomb(width: int = 100_000, height: int = 100_000, rows: int = 16) -> byt
 
 def flat_png(width: int, height: int) -> bytes:
     """A real, complete, highly compressible PNG (a 'bomb' that is within the limits)."""
-    img = (pyvips.Image.black(width, height, bands=3) + [200, 200, 200]).cast("uchar").copy(interpretation="srgb")
+    img = solid(width, height, [200, 200, 200])
     return bytes(img.pngsave_buffer(compression=9))
 
 
@@ -209,9 +213,7 @@ def pdf(
             f"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 {w:g} {h:g}] "
             f"/Resources << /Font << /F1 3 0 R >> >> /Contents {cid} 0 R >>"
         ).encode()
-        objs[cid] = (
-            f"<< /Length {len(stream)} /Filter /FlateDecode >>\nstream\n".encode() + stream + b"\nendstream"
-        )
+        objs[cid] = f"<< /Length {len(stream)} /Filter /FlateDecode >>\nstream\n".encode() + stream + b"\nendstream"
     encrypt_ref = b""
     if sec is not None:
         eid = max(objs) + 1

@@ -149,7 +149,9 @@ def _triple(env: Mapping[str, str], name: str, default: tuple[int, int, int], lo
     try:
         values = [int(p) for p in parts]
     except ValueError:
-        raise ConfigError(f"{name}: expected three integers like '{','.join(map(str, default))}', got {raw!r}") from None
+        raise ConfigError(
+            f"{name}: expected three integers like '{','.join(map(str, default))}', got {raw!r}"
+        ) from None
     if len(values) != 3:
         raise ConfigError(f"{name}: expected three values (small, medium, large), got {len(values)}")
     if not all(lo <= v <= hi for v in values):

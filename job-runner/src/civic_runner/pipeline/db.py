@@ -1,0 +1,165 @@
+"""The pipeline's reads and writes of Civic OS's two tables, from worker threads.
+
+A small synchronous pool (opened on first use, `PIPELINE_DB_MAX_CONNS`, default 2) separate from the
+runner's async pool: workers are sync functions in threads and must not borrow the event loop's
+connections. Statements are prepared never, so PgBouncer in transaction mode works too.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from psycopg_pool import ConnectionPool
+
+from civic_runner.driver import quote_ident
+from civic_runner.pipeline.errors import RLS_HINT
+
+log = logging.getLogger("civic_runner.pipeline.db")
+
+SIZE_COLUMNS = {
+    "small": "s3_thumbnail_small_key",
+    "medium": "s3_thumbnail_medium_key",
+    "large": "s3_thumbnail_large_key",
+}
+
+
+@dataclass(frozen=True)
+class FileRow:
+    bucket: str
+    original_key: str
+    file_type: str
+    thumbnail_status: str | None
+
+
+def rls_may_block(rls_enabled: bool, rls_forced: bool, is_owner: bool, bypasses: bool) -> bool:
+    """Whether Civic OS's UPDATE policy applies to us (owners are exempt unless RLS is forced)."""
+    if not rls_enabled or bypasses:
+        return False
+    return rls_forced or not is_owner
+
+
+class Database:
+    def __init__(self, url: str, schema: str, max_size: int = 2) -> None:
+        self.url = url
+        self.schema = schema
+        self.max_size = max_size
+        s = quote_ident(schema)
+        self.files = f"{s}.files"
+        self.requests = f"{s}.file_upload_requests"
+        self._pool: ConnectionPool | None = None
+        self._lock = threading.Lock()
+
+    def pool(self) -> ConnectionPool:
+        with self._lock:
+            if self._pool is None:
+                self._pool = ConnectionPool(
+                    self.url,
+                    min_size=1,
+                    max_size=self.max_size,
+                    kwargs={"autocommit": True, "prepare_threshold": None},
+                    name="civic-pipeline",
+                    timeout=15,
+                    num_workers=1,
+                    open=True,
+                )
+                self._check_rls()
+            return self._pool
+
+    def _check_rls(self) -> None:
+        """Warn once, at startup, if Civic OS's row-level security can hide rows from our UPDATEs."""
+        assert self._pool is not None
+        try:
+            with self._pool.connection() as conn:
+                row = conn.execute(
+                    """SELECT c.relrowsecurity, c.relforcerowsecurity, pg_get_userbyid(c.relowner) = current_user,
+                              r.rolsuper OR r.rolbypassrls, current_user
+                       FROM pg_class c, pg_roles r
+                       WHERE c.oid = to_regclass(%s) AND r.rolname = current_user""",
+                    (self.files,),
+                ).fetchone()
+        except Exception as exc:  # the database may not be up yet: jobs will report it
+            log.warning("could not check row-level security", extra={"error": str(exc).strip()})
+            return
+        if row and rls_may_block(bool(row[0]), bool(row[1]), bool(row[2]), bool(row[3])):
+            log.warning(
+                "row-level security applies to this role: thumbnail updates of older files will fail",
+                extra={"role": row[4], "table": self.files, "hint": RLS_HINT},
+            )
+
+    def close(self) -> None:
+        with self._lock:
+            if self._pool is not None:
+                self._pool.close()
+                self._pool = None
+
+    def _execute(self, sql: str, params: tuple[Any, ...]) -> tuple[int, list[tuple[Any, ...]]]:
+        with self.pool().connection() as conn:
+            cur = conn.execute(sql, params)
+            rows = cur.fetchall() if cur.description else []
+            return cur.rowcount, rows
+
+    # -- file_upload_requests ---------------------------------------------------------------------
+
+    def complete_request(self, request_id: uuid.UUID, url: str, key: str, file_id: uuid.UUID | None) -> int:
+        """Rows updated; a request already completed is left alone (a re-run must not hand out a
+        second URL and file id while the browser may already be using the first)."""
+        count, _ = self._execute(
+            f"""UPDATE {self.requests}
+                SET presigned_url = %s, s3_key = %s, file_id = %s, status = 'completed', error_message = NULL
+                WHERE id = %s AND status IS DISTINCT FROM 'completed'""",
+            (url, key, file_id, request_id),
+        )
+        return count
+
+    def request_status(self, request_id: uuid.UUID) -> str | None:
+        _, rows = self._execute(f"SELECT coalesce(status, '') FROM {self.requests} WHERE id = %s", (request_id,))
+        return str(rows[0][0]) if rows else None
+
+    def fail_request(self, request_id: uuid.UUID, message: str) -> int:
+        count, _ = self._execute(
+            f"UPDATE {self.requests} SET status = 'failed', error_message = %s WHERE id = %s",
+            (message, request_id),
+        )
+        return count
+
+    # -- files ------------------------------------------------------------------------------------
+
+    def file_row(self, file_id: uuid.UUID) -> FileRow | None:
+        _, rows = self._execute(
+            f"SELECT s3_bucket, s3_original_key, file_type, thumbnail_status FROM {self.files} WHERE id = %s",
+            (file_id,),
+        )
+        if not rows:
+            return None
+        bucket, key, file_type, status = rows[0]
+        return FileRow(str(bucket), str(key), str(file_type), status)
+
+    def thumbnail_processing(self, file_id: uuid.UUID) -> int:
+        count, _ = self._execute(
+            f"""UPDATE {self.files} SET thumbnail_status = 'processing', thumbnail_error = NULL, updated_at = now()
+                WHERE id = %s""",
+            (file_id,),
+        )
+        return count
+
+    def thumbnail_completed(self, file_id: uuid.UUID, keys: dict[str, str]) -> int:
+        count, _ = self._execute(
+            f"""UPDATE {self.files}
+                SET {SIZE_COLUMNS["small"]} = %s, {SIZE_COLUMNS["medium"]} = %s, {SIZE_COLUMNS["large"]} = %s,
+                    thumbnail_status = 'completed', thumbnail_error = NULL, updated_at = now()
+                WHERE id = %s""",
+            (keys["small"], keys["medium"], keys["large"], file_id),
+        )
+        return count
+
+    def thumbnail_error(self, file_id: uuid.UUID, status: str, message: str) -> int:
+        """status 'failed' (for good) or 'pending' (a retry is scheduled; the message says so)."""
+        count, _ = self._execute(
+            f"UPDATE {self.files} SET thumbnail_status = %s, thumbnail_error = %s, updated_at = now() WHERE id = %s",
+            (status, message, file_id),
+        )
+        return count

@@ -1,0 +1,46 @@
+"""The pipeline as one object: its settings, its database pool and S3 clients (both opened on first
+use), and the two job kinds, ready to register on a Registry."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from civic_runner.job import Job, JobContext
+from civic_runner.pipeline import presign
+from civic_runner.pipeline.config import PipelineConfig
+from civic_runner.pipeline.db import Database
+from civic_runner.pipeline.storage import Storage
+from civic_runner.pipeline.thumbnail import ThumbnailWorker
+from civic_runner.registry import Registry
+
+log = logging.getLogger("civic_runner.pipeline")
+
+KIND_PRESIGN = "s3_presign"
+KIND_THUMBNAIL = "thumbnail_generate"
+QUEUE_PRESIGN = "s3_signer"
+QUEUE_THUMBNAILS = "thumbnails"
+
+
+class Pipeline:
+    def __init__(self, config: PipelineConfig) -> None:
+        self.config = config
+        self.db = Database(config.database_url, config.schema, config.db_max_conns)
+        self.storage = Storage(config.s3)
+        self.thumbnails = ThumbnailWorker(self.db, self.storage, config.thumbnails)
+        for warning in config.warnings:
+            log.warning(warning, extra={"deprecated": True})
+
+    def presign(self, job: Job, ctx: JobContext) -> dict[str, Any]:
+        return presign.run(self.db, self.storage, job, ctx)
+
+    def thumbnail(self, job: Job, ctx: JobContext) -> dict[str, Any]:
+        return self.thumbnails(job, ctx)
+
+    def register(self, registry: Registry) -> Registry:
+        registry.add(KIND_PRESIGN, self.presign)
+        registry.add(KIND_THUMBNAIL, self.thumbnail)
+        return registry
+
+    def close(self) -> None:
+        self.db.close()
