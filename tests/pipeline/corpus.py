@@ -7,6 +7,7 @@ encryption, so an encrypted PDF is a real one, not a file that merely claims to 
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import struct
 import zlib
@@ -93,6 +94,7 @@ def png_bomb(width: int = 100_000, height: int = 100_000, rows: int = 16) -> byt
     )
 
 
+@functools.lru_cache(maxsize=4)
 def flat_png(width: int, height: int) -> bytes:
     """A real, complete, highly compressible PNG (a 'bomb' that is within the limits)."""
     img = solid(width, height, [200, 200, 200])
@@ -245,3 +247,26 @@ def pdf(
 def corrupt_pdf() -> bytes:
     """Starts like a PDF, then nothing a parser can use."""
     return b"%PDF-1.7\n" + hashlib.sha512(b"not a pdf").digest() * 64 + b"\n%%EOF\n"
+
+
+def slow_pdf(strokes: int = 400_000) -> bytes:
+    """One page whose content stream draws `strokes` tiny stroked paths: a few hundred KB that keep a
+    renderer busy for seconds (for the timeout)."""
+    ops = b"".join(f"{i} {i} m {i + 300} {i + 2} l S\n".encode() for i in range(0, 400, 4)) * (strokes // 100)
+    stream = zlib.compress(ops, 9)
+    objs = [
+        b"<< /Type /Catalog /Pages 2 0 R >>",
+        b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
+        b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents 4 0 R >>",
+        f"<< /Length {len(stream)} /Filter /FlateDecode >>\nstream\n".encode() + stream + b"\nendstream",
+    ]
+    out = bytearray(b"%PDF-1.4\n")
+    offsets = []
+    for num, body in enumerate(objs, start=1):
+        offsets.append(len(out))
+        out += f"{num} 0 obj\n".encode() + body + b"\nendobj\n"
+    xref_at = len(out)
+    out += f"xref\n0 {len(objs) + 1}\n0000000000 65535 f \n".encode()
+    out += b"".join(f"{o:010d} 00000 n \n".encode() for o in offsets)
+    out += f"trailer\n<< /Size {len(objs) + 1} /Root 1 0 R >>\nstartxref\n{xref_at}\n%%EOF\n".encode()
+    return bytes(out)

@@ -52,8 +52,13 @@ def fit_inside(width: int, height: int, box: int, enlarge: bool) -> tuple[int, i
     if scale >= 1 and not enlarge:
         return width, height
     if width >= height:
-        return box, max(1, round(height * scale))
-    return max(1, round(width * scale)), box
+        return box, _half_up(height * scale)
+    return _half_up(width * scale), box
+
+
+def _half_up(x: float) -> int:
+    """libvips rounds halves up (112.5 -> 113), Python's round() to even (-> 112)."""
+    return max(1, math.floor(x + 0.5))
 
 
 def fit_cover(width: int, height: int, box: int, enlarge: bool) -> tuple[int, int]:
@@ -80,11 +85,3 @@ def pdf_render_box(settings: ThumbnailSettings) -> int:
     """The long side pdftoppm renders the first page at: the largest thumbnail, nothing more
     (Civic OS renders at 300 dpi: 2550x3300 for a letter page, 10x the pixels it needs)."""
     return max(settings.sizes)
-
-
-def scale_for_box(width: int, height: int, box: int) -> float:
-    return box / max(width, height, 1)
-
-
-def megapixels(width: int, height: int) -> float:
-    return math.floor(width * height / 1e4) / 100
