@@ -20,7 +20,9 @@ DB = "civic"
 
 
 def server() -> PostgresServer:
-    return PostgresServer(root=CACHE / "localdb", port=PORT)
+    # As root the server runs as `postgres`, which cannot enter /root: keep the data in /var/lib then.
+    root = Path("/var/lib/civic-workers/localdb") if os.geteuid() == 0 else CACHE / "localdb"
+    return PostgresServer(root=root, port=PORT)
 
 
 def main() -> int:

@@ -74,14 +74,18 @@ async def patch_pool_status(namespace: str, name: str, status: dict[str, Any]) -
 
 
 def _apply_deployment(manifest: dict[str, Any]) -> Any:
+    # The generated client cannot send an apply patch; call the endpoint directly (JSON is valid YAML).
+    _load()
     meta = manifest["metadata"]
-    return _apps().patch_namespaced_deployment(
-        meta["name"],
-        meta["namespace"],
-        manifest,
-        field_manager=FIELD_MANAGER,
-        force=True,
-        _content_type="application/apply-patch+yaml",
+    return kubernetes.client.ApiClient().call_api(
+        f"/apis/apps/v1/namespaces/{meta['namespace']}/deployments/{meta['name']}",
+        "PATCH",
+        query_params=[("fieldManager", FIELD_MANAGER), ("force", "true")],
+        header_params={"Content-Type": "application/apply-patch+yaml", "Accept": "application/json"},
+        body=manifest,
+        response_type="V1Deployment",
+        auth_settings=["BearerToken"],
+        _return_http_data_only=True,
     )
 
 

@@ -1,0 +1,154 @@
+"""Pods on kwok nodes are fake: this harness gives each Running pod of a pool a real runner process.
+
+For every Running pod matching the selector it starts `civic-runner` with the pod's container args and
+environment (secrets and field references resolved), and stops it (SIGTERM, like the kubelet) when the
+pod is deleted. When the process of a Job's pod exits, the pod's status is set to Succeeded or Failed,
+as a kubelet would, so the Job controller sees the Job finish. More replicas really drain faster.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import kubernetes
+
+ROOT = Path(__file__).resolve().parents[2]
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Proc:
+    pod: str
+    popen: subprocess.Popen[bytes]
+    is_job: bool
+    reported: bool = False
+
+
+class PodProcesses:
+    def __init__(
+        self, kubeconfig: Path, namespace: str, selector: str, log_dir: Path,
+        env_overrides: dict[str, str] | None = None, interval: float = 0.2,
+    ) -> None:
+        self.core = kubernetes.client.CoreV1Api(kubernetes.config.new_client_from_config(str(kubeconfig)))
+        self.namespace = namespace
+        self.selector = selector
+        self.log_dir = log_dir
+        self.env_overrides = env_overrides or {}
+        self.interval = interval
+        self.procs: dict[str, Proc] = {}
+        self.started_total = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True, name="podprocs")
+
+    def __enter__(self) -> PodProcesses:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._stop.set()
+        self._thread.join(10)
+        for p in list(self.procs.values()):
+            self._terminate(p)
+        for p in list(self.procs.values()):
+            try:
+                p.popen.wait(30)
+            except subprocess.TimeoutExpired:
+                p.popen.kill()
+
+    @property
+    def running(self) -> int:
+        return sum(1 for p in self.procs.values() if p.popen.poll() is None)
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self._sync()
+            except Exception:  # noqa: BLE001 - e.g. the API server restarting: try again
+                log.exception("pod sync failed")
+            self._stop.wait(self.interval)
+
+    def _sync(self) -> None:
+        pods = self.core.list_namespaced_pod(self.namespace, label_selector=self.selector).items
+        seen = set()
+        for pod in pods:
+            name = pod.metadata.name
+            seen.add(name)
+            gone = pod.metadata.deletion_timestamp is not None or pod.status.phase in ("Succeeded", "Failed")
+            if name in self.procs:
+                p = self.procs[name]
+                if gone and p.popen.poll() is None:
+                    self._terminate(p)
+                elif p.is_job and not p.reported and p.popen.poll() is not None:
+                    self._report_exit(pod, p)
+            elif pod.status.phase == "Running" and not gone:
+                self.procs[name] = self._start(pod)
+        for name in list(self.procs):
+            if name not in seen:
+                self._terminate(self.procs[name])
+                if self.procs[name].popen.poll() is not None:
+                    del self.procs[name]
+
+    def _start(self, pod: Any) -> Proc:
+        container = pod.spec.containers[0]
+        env = {**os.environ, **self._env(pod, container), "CIVIC_HTTP_PORT": "0", "PYTHONPATH": str(ROOT),
+               **self.env_overrides}
+        out = open(self.log_dir / f"{pod.metadata.name}.log", "ab")  # noqa: SIM115 - the child owns it
+        popen = subprocess.Popen(
+            [sys.executable, "-m", "civic_runner.cli", *(container.args or ["run"])],
+            env=env, stdout=out, stderr=out, cwd=ROOT,
+        )
+        self.started_total += 1
+        is_job = any(o.kind == "Job" for o in pod.metadata.owner_references or [])
+        log.info("started runner for pod %s (pid %s)", pod.metadata.name, popen.pid)
+        return Proc(pod.metadata.name, popen, is_job)
+
+    def _terminate(self, p: Proc) -> None:
+        if p.popen.poll() is None:
+            p.popen.send_signal(signal.SIGTERM)
+
+    def _report_exit(self, pod: Any, p: Proc) -> None:
+        code = p.popen.returncode
+        phase = "Succeeded" if code == 0 else "Failed"
+        now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        status = {
+            "phase": phase,
+            "conditions": [{"type": "Ready", "status": "False", "reason": "PodCompleted"}],
+            "containerStatuses": [{
+                "name": pod.spec.containers[0].name, "ready": False, "restartCount": 0,
+                "image": pod.spec.containers[0].image, "imageID": "",
+                "state": {"terminated": {"exitCode": code, "reason": "Completed" if code == 0 else "Error",
+                                         "startedAt": now, "finishedAt": now}},
+            }],
+        }
+        self.core.patch_namespaced_pod_status(pod.metadata.name, self.namespace, {"status": status})
+        p.reported = True
+
+    def _secret(self, name: str) -> dict[str, str]:
+        s = self.core.read_namespaced_secret(name, self.namespace)
+        return {k: base64.b64decode(v).decode() for k, v in (s.data or {}).items()}
+
+    def _env(self, pod: Any, container: Any) -> dict[str, str]:
+        env: dict[str, str] = {}
+        for src in container.env_from or []:
+            if src.secret_ref:
+                env.update(self._secret(src.secret_ref.name))
+        for e in container.env or []:
+            if e.value is not None:
+                env[e.name] = e.value
+            elif e.value_from and e.value_from.secret_key_ref:
+                ref = e.value_from.secret_key_ref
+                env[e.name] = self._secret(ref.name)[ref.key]
+            elif e.value_from and e.value_from.field_ref:
+                path = e.value_from.field_ref.field_path
+                env[e.name] = {"metadata.name": pod.metadata.name, "metadata.namespace": self.namespace}.get(path, "")
+        return env
