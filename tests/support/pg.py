@@ -65,18 +65,10 @@ class PostgresServer:
             shutil.chown(self.root, "postgres", "postgres")
             shutil.chown(self.sock, "postgres", "postgres")
         if not (self.data / "PG_VERSION").exists():
-            self._run(
-                str(self.bindir / "initdb"),
-                "-D",
-                str(self.data),
-                "-U",
-                "postgres",
-                "-A",
-                "trust",
-                "-E",
-                "UTF8",
-                "--no-sync",
-            )
+            initdb = [str(self.bindir / "initdb"), "-D", str(self.data), "-U", "postgres", "-A", "trust"]
+            r = self._run(*initdb, "-E", "UTF8", "--no-sync", check=False)
+            if r.returncode != 0:
+                raise RuntimeError(f"initdb failed in {self.data}: {r.stderr.strip() or r.stdout.strip()}")
             with open(self.data / "postgresql.conf", "a") as f:
                 for k, v in self.settings.items():
                     f.write(f"{k} = {v}\n")
