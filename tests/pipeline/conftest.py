@@ -22,10 +22,14 @@ SCHEMA = "metadata"
 
 
 @pytest.fixture(scope="session")
-def s3_server() -> Iterator[SeaweedS3]:
-    server = SeaweedS3(buckets=("civic-os-files", "other-bucket")).start()
-    yield server
-    server.destroy()
+def s3_server(request: pytest.FixtureRequest) -> Iterator[SeaweedS3]:
+    server = SeaweedS3(buckets=("civic-os-files", "other-bucket")).launch()
+    try:
+        request.getfixturevalue("pg_server")  # PostgreSQL starts while SeaweedFS boots
+        server.wait_ready()
+        yield server
+    finally:
+        server.destroy()
 
 
 @pytest.fixture
@@ -40,7 +44,7 @@ def make_config(url: str, s3: SeaweedS3 | None, **env: str) -> PipelineConfig:
 
 
 @pytest.fixture
-def pipeline(civic_url: str, s3_server: SeaweedS3) -> Iterator[Pipeline]:
+def pipeline(s3_server: SeaweedS3, civic_url: str) -> Iterator[Pipeline]:
     p = Pipeline(make_config(civic_url, s3_server))
     yield p
     p.close()

@@ -134,12 +134,20 @@ class SeaweedS3:
             ),
         )
 
-    def start(self, timeout: float = 60.0) -> SeaweedS3:
+    def launch(self) -> SeaweedS3:
+        """Start the process without waiting (it needs ~3.5 s: do something else meanwhile)."""
         log_file = open(self.root / "weed.log", "ab")  # noqa: SIM115 - the child owns it
         self.proc = subprocess.Popen(
             self.command(), stdout=log_file, stderr=subprocess.STDOUT, cwd=self.root, start_new_session=True
         )
         log_file.close()
+        return self
+
+    def start(self, timeout: float = 60.0) -> SeaweedS3:
+        return self.launch().wait_ready(timeout)
+
+    def wait_ready(self, timeout: float = 60.0) -> SeaweedS3:
+        assert self.proc is not None, "launch() first"
         client = self.client()
         deadline = time.monotonic() + timeout
         last: Exception | None = None
@@ -173,7 +181,7 @@ class SeaweedS3:
             return
         os.killpg(self.proc.pid, signal.SIGTERM)
         try:
-            self.proc.wait(3)  # weed can take 15 s to stop cleanly; the data is thrown away anyway
+            self.proc.wait(1)  # weed can take 15 s to stop cleanly; the data is thrown away anyway
         except subprocess.TimeoutExpired:
             os.killpg(self.proc.pid, signal.SIGKILL)
             self.proc.wait(10)
