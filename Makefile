@@ -23,16 +23,16 @@ $(BIN)/python:
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 
-$(VENV)/.installed: $(BIN)/python requirements-dev.txt job-runner/pyproject.toml
-	$(BIN)/pip install -q -r requirements-dev.txt -e job-runner
+$(VENV)/.installed: $(BIN)/python requirements-dev.txt job-runner/pyproject.toml operator/pyproject.toml
+	$(BIN)/pip install -q -r requirements-dev.txt -e job-runner -e operator
 	touch $@
 
 venv: $(VENV)/.installed
 
 lint: venv
-	$(BIN)/ruff check job-runner tests bench
-	$(BIN)/ruff format --check job-runner tests bench
-	$(BIN)/mypy job-runner/src/civic_runner
+	$(BIN)/ruff check job-runner operator tests bench scripts
+	$(BIN)/ruff format --check job-runner operator tests bench scripts
+	$(BIN)/mypy job-runner/src/civic_runner operator/src/civic_operator
 
 test-fast: venv lint
 	$(BIN)/pytest -m unit -q

@@ -1,6 +1,6 @@
 """A persistent local PostgreSQL for `make run` / `make demo`, kept under $CIVIC_CACHE.
 
-    python scripts/localdb.py start|stop|url|destroy
+python scripts/localdb.py start|stop|url|destroy
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from pathlib import Path
 import psycopg
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from tests.support.pg import PostgresServer  # noqa: E402
+from tests.support.pg import PostgresServer
 
 CACHE = Path(os.environ.get("CIVIC_CACHE", Path.home() / ".cache" / "civic-workers"))
 PORT = int(os.environ.get("CIVIC_LOCALDB_PORT", "55432"))

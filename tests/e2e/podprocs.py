@@ -36,8 +36,13 @@ class Proc:
 
 class PodProcesses:
     def __init__(
-        self, kubeconfig: Path, namespace: str, selector: str, log_dir: Path,
-        env_overrides: dict[str, str] | None = None, interval: float = 0.2,
+        self,
+        kubeconfig: Path,
+        namespace: str,
+        selector: str,
+        log_dir: Path,
+        env_overrides: dict[str, str] | None = None,
+        interval: float = 0.2,
     ) -> None:
         self.core = kubernetes.client.CoreV1Api(kubernetes.config.new_client_from_config(str(kubeconfig)))
         self.namespace = namespace
@@ -73,7 +78,7 @@ class PodProcesses:
         while not self._stop.is_set():
             try:
                 self._sync()
-            except Exception:  # noqa: BLE001 - e.g. the API server restarting: try again
+            except Exception:
                 log.exception("pod sync failed")
             self._stop.wait(self.interval)
 
@@ -100,12 +105,20 @@ class PodProcesses:
 
     def _start(self, pod: Any) -> Proc:
         container = pod.spec.containers[0]
-        env = {**os.environ, **self._env(pod, container), "CIVIC_HTTP_PORT": "0", "PYTHONPATH": str(ROOT),
-               **self.env_overrides}
+        env = {
+            **os.environ,
+            **self._env(pod, container),
+            "CIVIC_HTTP_PORT": "0",
+            "PYTHONPATH": str(ROOT),
+            **self.env_overrides,
+        }
         out = open(self.log_dir / f"{pod.metadata.name}.log", "ab")  # noqa: SIM115 - the child owns it
         popen = subprocess.Popen(
             [sys.executable, "-m", "civic_runner.cli", *(container.args or ["run"])],
-            env=env, stdout=out, stderr=out, cwd=ROOT,
+            env=env,
+            stdout=out,
+            stderr=out,
+            cwd=ROOT,
         )
         self.started_total += 1
         is_job = any(o.kind == "Job" for o in pod.metadata.owner_references or [])
@@ -123,12 +136,23 @@ class PodProcesses:
         status = {
             "phase": phase,
             "conditions": [{"type": "Ready", "status": "False", "reason": "PodCompleted"}],
-            "containerStatuses": [{
-                "name": pod.spec.containers[0].name, "ready": False, "restartCount": 0,
-                "image": pod.spec.containers[0].image, "imageID": "",
-                "state": {"terminated": {"exitCode": code, "reason": "Completed" if code == 0 else "Error",
-                                         "startedAt": now, "finishedAt": now}},
-            }],
+            "containerStatuses": [
+                {
+                    "name": pod.spec.containers[0].name,
+                    "ready": False,
+                    "restartCount": 0,
+                    "image": pod.spec.containers[0].image,
+                    "imageID": "",
+                    "state": {
+                        "terminated": {
+                            "exitCode": code,
+                            "reason": "Completed" if code == 0 else "Error",
+                            "startedAt": now,
+                            "finishedAt": now,
+                        }
+                    },
+                }
+            ],
         }
         self.core.patch_namespaced_pod_status(pod.metadata.name, self.namespace, {"status": status})
         p.reported = True
