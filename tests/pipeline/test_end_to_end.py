@@ -1,0 +1,139 @@
+"""The upload flow exactly as Civic OS's frontend drives it (file-upload.service.ts), through a real
+runner, PostgreSQL and an S3 server that checks signatures:
+
+request_upload_url -> poll get_upload_url (10 s budget) -> PUT with Content-Type and x-amz-acl ->
+create_file_record (bucket = first path segment of the URL, key = the rest) -> thumbnails appear.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import psycopg
+import pytest
+import pyvips
+import requests
+from civic_runner.pipeline import Pipeline
+from civic_runner.pipeline.keys import bucket_and_key_from_url
+from civic_runner.registry import Registry
+
+from tests.pipeline import corpus
+from tests.pipeline.conftest import create_file_record, file_row, make_config, request_upload, upload_request
+from tests.support.harness import InProcessRunner, wait_for
+from tests.support.s3 import SeaweedS3
+
+pytestmark = pytest.mark.integration
+FRONTEND_BUDGET = 10.0  # 20 polls x 500 ms, then the frontend gives up
+
+
+@pytest.fixture
+def runner(s3_server: SeaweedS3, civic_url: str) -> Iterator[tuple[str, SeaweedS3]]:
+    p = Pipeline(make_config(civic_url, s3_server))
+    registry = p.register(Registry())
+    try:
+        with InProcessRunner(civic_url, registry, queues="s3_signer=4,thumbnails=2"):
+            yield civic_url, s3_server
+    finally:
+        p.close()
+
+
+def upload_as_the_frontend(url: str, file_name: str, file_type: str, data: bytes) -> tuple[str, float]:
+    started = time.monotonic()
+    rid = request_upload(url, file_name, file_type, "issues", "7")
+    while True:  # the frontend polls every 500 ms; we poll faster to measure the latency
+        row = upload_request(url, rid)
+        if row["status"] in ("completed", "failed"):
+            break
+        assert time.monotonic() - started < FRONTEND_BUDGET, "the frontend would have given up"
+        time.sleep(0.01)
+    latency = time.monotonic() - started
+    assert row["status"] == "completed", row["error_message"]
+    resp = requests.put(
+        str(row["presigned_url"]),
+        data=data,
+        headers={"Content-Type": file_type, "x-amz-acl": "public-read"},
+        timeout=10,
+    )
+    assert resp.status_code == 200, resp.text
+    bucket, key = bucket_and_key_from_url(str(row["presigned_url"]))
+    assert key == row["s3_key"]
+    is_thumbnailable = file_type.startswith("image/") or file_type == "application/pdf"
+    create_file_record(
+        url,
+        file_id=row["file_id"],
+        bucket=bucket,
+        key=key,
+        file_type=file_type,
+        file_size=len(data),
+        file_name=file_name,
+        thumbnail_status="pending" if is_thumbnailable else "not_applicable",
+    )
+    return str(row["file_id"]), latency
+
+
+def thumbnails_settled(url: str, file_id: str) -> dict[str, Any]:
+    return wait_for(
+        lambda: (r := file_row(url, file_id))["thumbnail_status"] in ("completed", "failed") and r,
+        timeout=30,  # the frontend's thumbnail polling budget
+        interval=0.05,
+        what="thumbnail status",
+    )
+
+
+def sizes_in_s3(s3: SeaweedS3, row: dict[str, Any]) -> list[tuple[int, int]]:
+    out = []
+    for size in ("small", "medium", "large"):
+        data = s3.client().get_object(Bucket="civic-os-files", Key=row[f"s3_thumbnail_{size}_key"])["Body"].read()
+        img = pyvips.Image.new_from_buffer(data, "")
+        out.append((img.width, img.height))
+    return out
+
+
+def test_image_and_pdf_uploads_end_to_end(runner: tuple[str, SeaweedS3]) -> None:
+    url, s3 = runner
+    photo_id, photo_latency = upload_as_the_frontend(url, "IMG_0001.JPG", "image/jpeg", corpus.jpeg(4000, 3000))
+    pdf_id, pdf_latency = upload_as_the_frontend(url, "minutes.pdf", "application/pdf", corpus.pdf(4))
+    assert photo_latency < 2 and pdf_latency < 2  # in practice milliseconds: the trigger notifies
+
+    photo = thumbnails_settled(url, photo_id)
+    assert photo["thumbnail_status"] == "completed", photo["thumbnail_error"]
+    assert photo["s3_thumbnail_small_key"] == f"issues/7/{photo_id}/thumb-small.jpg"
+    assert sizes_in_s3(s3, photo) == [(150, 150), (400, 400), (800, 800)]
+
+    doc = thumbnails_settled(url, pdf_id)
+    assert doc["thumbnail_status"] == "completed", doc["thumbnail_error"]
+    assert doc["s3_thumbnail_large_key"] == f"issues/7/{pdf_id}/thumb-large.png"
+    got = sizes_in_s3(s3, doc)
+    assert [h for _, h in got] == [150, 400, 800]
+    assert all(abs(w - e) <= 1 for (w, _), e in zip(got, (116, 309, 619), strict=True)), got
+
+    with psycopg.connect(url, autocommit=True) as conn:
+        states = conn.execute(
+            "SELECT kind, state::text, count(*) FROM metadata.river_job GROUP BY 1, 2 ORDER BY 1, 2"
+        ).fetchall()
+    assert states == [("s3_presign", "completed", 2), ("thumbnail_generate", "completed", 2)]
+
+
+def test_hostile_upload_fails_once_and_is_discarded(runner: tuple[str, SeaweedS3]) -> None:
+    url, _ = runner
+    bad_id, _ = upload_as_the_frontend(
+        url, "broken.png", "image/png", corpus.truncated(corpus.screenshot_png(800, 600))
+    )
+    zip_id, _ = upload_as_the_frontend(url, "data.zip", "application/zip", b"PK\x03\x04 not thumbnailed")
+    bad = thumbnails_settled(url, bad_id)
+    assert bad["thumbnail_status"] == "failed" and "damaged, truncated" in bad["thumbnail_error"]
+    assert file_row(url, zip_id)["thumbnail_status"] == "not_applicable"
+    with psycopg.connect(url, autocommit=True) as conn:
+        job = wait_for(
+            lambda: conn.execute(
+                """SELECT state::text, attempt, errors FROM metadata.river_job
+                   WHERE kind = 'thumbnail_generate' AND state = 'discarded'"""
+            ).fetchone(),
+            what="discarded job",
+        )
+        count = conn.execute("SELECT count(*) FROM metadata.river_job WHERE kind = 'thumbnail_generate'").fetchone()
+    state, attempt, errors = job
+    assert state == "discarded" and attempt == 1 and "damaged, truncated" in errors[0]["error"]
+    assert count == (1,)  # the zip's not_applicable row enqueued nothing
