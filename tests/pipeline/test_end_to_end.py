@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -21,7 +22,7 @@ from civic_runner.registry import Registry
 
 from tests.pipeline import corpus
 from tests.pipeline.conftest import create_file_record, file_row, make_config, request_upload, upload_request
-from tests.support.harness import InProcessRunner, wait_for
+from tests.support.harness import InProcessRunner, RunnerProcess, wait_for
 from tests.support.s3 import SeaweedS3
 
 pytestmark = pytest.mark.integration
@@ -137,3 +138,19 @@ def test_hostile_upload_fails_once_and_is_discarded(runner: tuple[str, SeaweedS3
     state, attempt, errors = job
     assert state == "discarded" and attempt == 1 and "damaged, truncated" in errors[0]["error"]
     assert count == (1,)  # the zip's not_applicable row enqueued nothing
+
+
+def test_civic_runner_run_with_the_pipeline_module(s3_server: SeaweedS3, civic_url: str, tmp_path: Path) -> None:
+    """`CIVIC_KINDS_MODULES=civic_runner.pipeline civic-runner run`: settings from the environment."""
+    env = {**s3_server.env, "CIVIC_KINDS_MODULES": "civic_runner.pipeline", "CIVIC_QUEUES": "s3_signer=2,thumbnails=1"}
+    proc = RunnerProcess(civic_url, env=env, log_path=tmp_path / "runner.log").start()
+    try:
+        file_id, _ = upload_as_the_frontend(civic_url, "a.png", "image/png", corpus.screenshot_png(640, 480))
+        row = thumbnails_settled(civic_url, file_id)
+        assert row["thumbnail_status"] == "completed", row["thumbnail_error"]
+        assert proc.terminate(30) == 0
+    finally:
+        if proc.proc and proc.proc.poll() is None:
+            proc.kill()
+    log = (tmp_path / "runner.log").read_text()
+    assert '"event": "presigned"' in log and '"event": "thumbnails made"' in log, log[-3000:]
