@@ -65,10 +65,21 @@ for t in "${targets[@]}"; do
   logfile="${STATE}/build-${t}.log"
   t0=$(date +%s)
   log "building ${image} with ${BUILD[*]:0:3} (log: ${logfile})"
-  if ! nice -n 10 "${BUILD[@]}" --network host --progress "$PROGRESS" "${SECRET[@]}" \
-      -f "${ROOT}/Dockerfile.${t}" -t "$image" "$ROOT" >"$logfile" 2>&1; then
-    tail -n 40 "$logfile" >&2 || true
-    die "building ${image} failed (log: ${logfile})"
+  build_once() {
+    nice -n 10 "${BUILD[@]}" --network host --progress "$PROGRESS" "${SECRET[@]}" \
+      -f "${ROOT}/Dockerfile.${t}" -t "$image" "$ROOT" >"$logfile" 2>&1
+  }
+  if ! build_once; then
+    # The 20.10 CLI's BuildKit session has been seen to drop once ("context canceled") with no
+    # error in any step; a second run reuses the cached steps. Real build errors fail again.
+    if grep -q "context canceled" "$logfile" && ! grep -q "ERROR:\|did not complete successfully" "$logfile"; then
+      log "BuildKit session dropped; building ${image} once more"
+      cp "$logfile" "${logfile}.1"
+      build_once || { tail -n 40 "$logfile" >&2 || true; die "building ${image} failed (log: ${logfile})"; }
+    else
+      tail -n 40 "$logfile" >&2 || true
+      die "building ${image} failed (log: ${logfile})"
+    fi
   fi
   secs=$(( $(date +%s) - t0 ))
   size="$(docker image inspect --format '{{.Size}}' "$image")"
