@@ -72,7 +72,7 @@ for t in "${targets[@]}"; do
   if ! build_once; then
     # The 20.10 CLI's BuildKit session has been seen to drop once ("context canceled") with no
     # error in any step; a second run reuses the cached steps. Real build errors fail again.
-    if grep -q "context canceled" "$logfile" && ! grep -q "ERROR:\|did not complete successfully" "$logfile"; then
+    if grep -q "context canceled" "$logfile" && ! grep -q "ERROR:\|did not complete successfully\|executor failed" "$logfile"; then
       log "BuildKit session dropped; building ${image} once more"
       cp "$logfile" "${logfile}.1"
       build_once || { tail -n 40 "$logfile" >&2 || true; die "building ${image} failed (log: ${logfile})"; }
