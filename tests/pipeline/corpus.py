@@ -18,7 +18,7 @@ import pyvips
 # -- images -----------------------------------------------------------------------------------------
 
 
-def photo(width: int, height: int, *, seed: int = 1) -> pyvips.Image:
+def photo(width: int, height: int, *, seed: int = 1, noise: float = 18) -> pyvips.Image:
     """Something with a photo's statistics: smooth gradients plus sensor-like noise, so JPEG sizes
     and decode costs are realistic (a flat image would make every number look better than it is)."""
     x = pyvips.Image.xyz(width, height)
@@ -28,18 +28,20 @@ def photo(width: int, height: int, *, seed: int = 1) -> pyvips.Image:
     g = gy
     b = (gx + gy) * 0.5
     base = r.bandjoin([g, b])
-    noise = pyvips.Image.gaussnoise(width, height, sigma=18, mean=0, seed=seed).bandjoin(
+    grain = pyvips.Image.gaussnoise(width, height, sigma=noise, mean=0, seed=seed).bandjoin(
         [
-            pyvips.Image.gaussnoise(width, height, sigma=18, mean=0, seed=seed + 1),
-            pyvips.Image.gaussnoise(width, height, sigma=18, mean=0, seed=seed + 2),
+            pyvips.Image.gaussnoise(width, height, sigma=noise, mean=0, seed=seed + 1),
+            pyvips.Image.gaussnoise(width, height, sigma=noise, mean=0, seed=seed + 2),
         ]
     )
-    out = (base + noise).cast("uchar")
+    out = (base + grain).cast("uchar")
     return out.copy(interpretation="srgb")
 
 
-def jpeg(width: int, height: int, *, quality: int = 90, seed: int = 1, orientation: int | None = None) -> bytes:
-    img = photo(width, height, seed=seed)
+def jpeg(
+    width: int, height: int, *, quality: int = 90, seed: int = 1, orientation: int | None = None, noise: float = 18
+) -> bytes:
+    img = photo(width, height, seed=seed, noise=noise)
     if orientation is not None:
         img = img.copy()
         img.set_type(pyvips.GValue.gint_type, "orientation", orientation)
@@ -60,13 +62,17 @@ def two_colour_jpeg(width: int, height: int, orientation: int) -> bytes:
     return bytes(img.jpegsave_buffer(Q=95))
 
 
-def screenshot_png(width: int, height: int) -> bytes:
-    """A UI-like screenshot: flat panels, thin rules and 'text' stripes; compresses like the real thing."""
+def screenshot_png(width: int, height: int, *, photo_inset: bool = False) -> bytes:
+    """A UI-like screenshot: flat panels, thin rules and 'text' stripes; compresses like the real thing.
+    With photo_inset a quarter of it is a photo (as in a screenshot of a web page), which is what
+    makes real screenshots megabytes rather than kilobytes."""
     x = pyvips.Image.xyz(width, height)
     panel = ((x[0] / 240).cast("int") % 3) * 40 + 170
     rows = ((x[1] % 24) < 3).ifthenelse(60, panel)
     text = (((x[0] % 9) < 5) & ((x[1] % 24) > 8) & ((x[1] % 24) < 18) & ((x[0] % 240) > 20)).ifthenelse(30, rows)
     img = text.bandjoin([text, (text + 20)]).cast("uchar").copy(interpretation="srgb")
+    if photo_inset:
+        img = img.insert(photo(width // 2, height // 2, noise=6), width // 4, height // 4)
     return bytes(img.pngsave_buffer(compression=6))
 
 
@@ -270,3 +276,21 @@ def slow_pdf(strokes: int = 400_000) -> bytes:
     out += b"".join(f"{o:010d} 00000 n \n".encode() for o in offsets)
     out += f"trailer\n<< /Size {len(objs) + 1} /Root 1 0 R >>\nstartxref\n{xref_at}\n%%EOF\n".encode()
     return bytes(out)
+
+
+def heic_hevc(width: int, height: int) -> bytes:
+    """An HEVC-compressed HEIC, as iPhones save photos, made with libheif's heif-enc (Debian:
+    libheif-examples; the libvips in pyvips-binary cannot encode or decode HEVC)."""
+    import shutil
+    import subprocess
+    import tempfile
+    from pathlib import Path
+
+    tool = shutil.which("heif-enc")
+    if tool is None:
+        raise RuntimeError("heif-enc not found: install libheif-examples (make deps)")
+    with tempfile.TemporaryDirectory(prefix="civic-corpus-") as tmp:
+        src, dst = Path(tmp) / "in.png", Path(tmp) / "out.heic"
+        photo(width, height, noise=6).pngsave(str(src))
+        subprocess.run([tool, "-q", "60", "-o", str(dst), str(src)], check=True, capture_output=True, timeout=120)
+        return dst.read_bytes()

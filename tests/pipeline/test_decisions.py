@@ -78,6 +78,7 @@ def test_aws_names_are_fallbacks_with_deprecation_warnings() -> None:
         ({"THUMBNAIL_MAX_MEGAPIXELS": "-1"}, "THUMBNAIL_MAX_MEGAPIXELS"),
         ({"THUMBNAIL_FAIL_ON": "never"}, "THUMBNAIL_FAIL_ON"),
         ({"PIPELINE_DB_MAX_CONNS": "0"}, "PIPELINE_DB_MAX_CONNS"),
+        ({"THUMBNAIL_RENDER_TIMEOUT": "0"}, "THUMBNAIL_RENDER_TIMEOUT"),
     ],
 )
 def test_bad_settings_are_refused_naming_the_variable(env: dict[str, str], names: str) -> None:
@@ -471,3 +472,13 @@ def test_retry_messages() -> None:
     assert "longer than the job timeout (60 s)" in stop_message(STOP_TIMEOUT, 60.0)
     assert "shut down" in stop_message(STOP_SHUTDOWN, None)
     assert "cancelled" in stop_message(STOP_REMOTE_CANCEL, None)
+
+
+def test_heic_fallback_decisions() -> None:
+    from civic_runner.pipeline import heic
+
+    msg = "heif: Error while loading plugin: Support for this compression format has not been built in: HEVC"
+    assert heic.needs_external_decoder(msg)
+    assert not heic.needs_external_decoder("VipsJpeg: Premature end of input file")
+    assert heic.command("a.heic", "b.jpg", 256, None) == ["heif-convert", "--quiet", "-q", "92", "a.heic", "b.jpg"]
+    assert heic.command("a", "b", 256, "/usr/bin/prlimit")[:3] == ["/usr/bin/prlimit", f"--as={256 << 20}", "--"]

@@ -32,3 +32,4 @@ __all__ = [
 
 default_pipeline = Pipeline(from_env())
 default_pipeline.register(default_registry)
+default_pipeline.warm_in_background()  # no network, no database: only the S3 clients' CPU work

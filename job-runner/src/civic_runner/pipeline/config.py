@@ -77,8 +77,8 @@ class ThumbnailSettings:
     max_bytes: int = 100 * 1024 * 1024
     max_megapixels: float = 100.0
     fail_on: FailOn = FailOn.TRUNCATED
-    pdf_timeout: float = 30.0  # whole pdftoppm run, killed after
-    pdf_max_memory_mb: int = 1024  # address-space limit of the pdftoppm process
+    render_timeout: float = 30.0  # a whole pdftoppm or heif-convert run, killed after
+    render_max_memory_mb: int = 1024  # address-space limit of those child processes
 
     @property
     def max_pixels(self) -> int:
@@ -264,8 +264,8 @@ def parse_thumbnails(env: Mapping[str, str]) -> ThumbnailSettings:
         max_bytes=_int(env, "THUMBNAIL_MAX_BYTES", 100 * 1024 * 1024, 1, 5 * 1024**3),
         max_megapixels=_float(env, "THUMBNAIL_MAX_MEGAPIXELS", 100.0, 0.01, 10_000),
         fail_on=fail_on,
-        pdf_timeout=_float(env, "THUMBNAIL_PDF_TIMEOUT", 30.0, 0.5, 3600),
-        pdf_max_memory_mb=_int(env, "THUMBNAIL_PDF_MAX_MEMORY_MB", 1024, 64, 65536),
+        render_timeout=_float(env, "THUMBNAIL_RENDER_TIMEOUT", 30.0, 0.5, 3600),
+        render_max_memory_mb=_int(env, "THUMBNAIL_RENDER_MAX_MEMORY_MB", 1024, 64, 65536),
     )
 
 

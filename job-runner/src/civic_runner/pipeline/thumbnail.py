@@ -84,6 +84,19 @@ def stop_message(reason: str, timeout: float | None) -> str:
     return f"The thumbnail job was interrupted ({reason or 'no reason given'})."
 
 
+def render(file_type: str, data: bytes, settings: ThumbnailSettings) -> tuple[str | None, list[imaging.Rendered]]:
+    """The bytes of an original -> its encoded thumbnails (the part the benchmark measures)."""
+    kind, fmt, reason = choose_renderer(file_type, data)
+    if reason:
+        raise InputError(reason)
+    if kind is Kind.PDF:
+        page = pdf.render_first_page(
+            data, pdf_render_box(settings), settings.render_timeout, settings.render_max_memory_mb
+        )
+        return fmt, imaging.render_pdf_page(page, settings)
+    return fmt, imaging.render_image(data, settings)
+
+
 class ThumbnailWorker:
     def __init__(self, db: Database, storage: Storage, settings: ThumbnailSettings) -> None:
         self.db = db
@@ -155,17 +168,7 @@ class ThumbnailWorker:
         data = self.storage.download(row.bucket, row.original_key, self.settings.max_bytes)
         t_download = time.perf_counter()
         ctx.raise_if_cancelled()
-        kind, fmt, reason = choose_renderer(row.file_type, data)
-        if reason:
-            raise InputError(reason)
-        if kind is Kind.PDF:
-            page = pdf.render_first_page(
-                data, pdf_render_box(self.settings), self.settings.pdf_timeout, self.settings.pdf_max_memory_mb
-            )
-            ctx.raise_if_cancelled()
-            rendered = imaging.render_pdf_page(page, self.settings)
-        else:
-            rendered = imaging.render_image(data, self.settings)
+        fmt, rendered = render(row.file_type, data, self.settings)
         del data
         t_render = time.perf_counter()
         keys: dict[str, str] = {}
