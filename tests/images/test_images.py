@@ -2,8 +2,9 @@
 scripts/docker/ensure-docker.sh when none runs), then run as Kubernetes would run them: non-root,
 read-only root filesystem with a tmpfs /tmp, all capabilities dropped.
 
-The runner image migrates a PostgreSQL started by the tests, presigns an upload against a SeaweedFS S3
-server (which checks signatures: the PUT to the URL must succeed) and thumbnails a JPEG and a PDF.
+The runner image migrates a PostgreSQL started by the tests, presigns uploads against a SeaweedFS S3
+server (which checks signatures: the PUT to the URL must succeed) and thumbnails a JPEG (libvips), a
+PDF (pdftoppm) and an HEVC HEIC (heif-convert).
 The operator image serves its liveness endpoint and metrics.
 
 These tests never skip: without a working Docker engine they fail and say why.
@@ -106,17 +107,17 @@ def test_image_config(images: dict[str, Any], image: str, entrypoint: list[str],
     assert sh(image, "ls /run/secrets 2>/dev/null | wc -l").stdout.strip() == "0"
 
 
-def test_runner_image_has_libvips_with_pdf_and_poppler(images: dict[str, Any]) -> None:
+def test_runner_image_has_libvips_poppler_and_heif(images: dict[str, Any]) -> None:
     out = sh(
         RUNNER,
-        'pdftoppm -v 2>&1 | head -n1; python3 -c "import pyvips; '
-        "print(pyvips.version(0), pyvips.version(1)); "
-        "print(pyvips.type_find('VipsForeignLoad', 'pdfload') != 0); "
+        'command -v pdftoppm; command -v heif-convert; python3 -c "import pyvips; '
+        "print(pyvips.API_mode, pyvips.version(0), pyvips.version(1)); "
         'print(pyvips.Image.black(4, 4).avg())"',
     ).stdout.splitlines()
-    assert out[0].startswith("pdftoppm version"), out
-    assert out[1].split() == ["8", "14"], out  # Debian bookworm's libvips42
-    assert out[2] == "True", "libvips without PDF support (poppler-glib)"
+    assert out[:2] == ["/usr/bin/pdftoppm", "/usr/bin/heif-convert"], out
+    api_mode, major, minor = out[2].split()
+    # pyvips[binary]'s bundled libvips (job-runner/pyproject.toml), not Debian's 8.14.
+    assert api_mode == "True" and (int(major), int(minor)) >= (8, 15), out
     assert out[3] == "0.0"
 
 
@@ -215,6 +216,7 @@ def test_runner_image_migrates_presigns_and_thumbnails(
         for name, ftype, data in (
             ("IMG_0001.JPG", "image/jpeg", corpus.jpeg(1600, 1200)),
             ("minutes.pdf", "application/pdf", corpus.pdf(2)),
+            ("IMG_0002.HEIC", "image/heic", corpus.heic_hevc(1200, 900)),
         ):
             rid = request_upload(db_url, name, ftype, "issues", "9")
             row = wait_for(
@@ -245,7 +247,7 @@ def test_runner_image_migrates_presigns_and_thumbnails(
             )
             uploaded[name] = str(row["file_id"])
 
-        # Thumbnails: libvips (JPEG) and pdftoppm (PDF) inside the image.
+        # Thumbnails: libvips (JPEG), pdftoppm (PDF) and heif-convert (HEIC) inside the image.
         for name, file_id in uploaded.items():
             row = wait_for(
                 settled(functools.partial(file_row, db_url, file_id), "thumbnail_status"),
@@ -264,7 +266,7 @@ def test_runner_image_migrates_presigns_and_thumbnails(
             states = conn.execute(
                 "SELECT kind, state::text, count(*) FROM metadata.river_job GROUP BY 1, 2 ORDER BY 1, 2"
             ).fetchall()
-        assert states == [("s3_presign", "completed", 2), ("thumbnail_generate", "completed", 2)], states
+        assert states == [("s3_presign", "completed", 3), ("thumbnail_generate", "completed", 3)], states
 
         metrics = requests.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
         assert "civic_runner_jobs_total" in metrics
