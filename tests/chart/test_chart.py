@@ -434,6 +434,13 @@ def test_values_schema_rejects(tools: dict[str, str], args: list[str], message: 
     assert message in proc.stderr, proc.stderr
 
 
+def test_operator_elsewhere(tools: dict[str, str]) -> None:
+    """operator.enabled false: the rights and peering for an operator run outside the chart, nothing else."""
+    out = render(tools, "--set", "operator.enabled=false", "--set", "migrations.enabled=false").stdout
+    kinds = sorted(d["kind"] for d in docs(out))
+    assert kinds == ["ClusterRole", "ClusterRoleBinding", "KopfPeering", "Role", "RoleBinding", "ServiceAccount"]
+
+
 def test_database_secret_is_required(tools: dict[str, str]) -> None:
     proc = render(tools, check=False)
     assert proc.returncode != 0
