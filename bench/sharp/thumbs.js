@@ -50,6 +50,8 @@ async function main() {
   const latencies = [];
   let sample = null;
   let next = 0;
+  await work(fs.readFileSync(spec.files[0])); // one unmeasured image first, as ours
+  const cpu0 = process.cpuUsage();
   const started = process.hrtime.bigint();
   async function lane() {
     while (next < spec.files.length) {
@@ -63,11 +65,19 @@ async function main() {
   }
   await Promise.all(Array.from({ length: spec.concurrency }, lane));
   const wall = Number(process.hrtime.bigint() - started) / 1e9;
+  const cpu = process.cpuUsage(cpu0);
   // VmHWM: this process's own peak (maxRSS would include the parent's peak from before exec).
   const hwm = /VmHWM:\s+(\d+)/.exec(fs.readFileSync("/proc/self/status", "utf8"));
   const rss = hwm ? Number(hwm[1]) / 1024 : process.resourceUsage().maxRSS / 1024;
   process.stdout.write(
-    JSON.stringify({ latencies_ms: latencies, wall_s: wall, max_rss_mb: rss, sample, versions: sharp.versions }) + "\n",
+    JSON.stringify({
+      latencies_ms: latencies,
+      wall_s: wall,
+      cpu_s: (cpu.user + cpu.system) / 1e6,
+      max_rss_mb: rss,
+      sample,
+      versions: sharp.versions,
+    }) + "\n",
   );
 }
 
