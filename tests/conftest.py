@@ -33,3 +33,10 @@ _db_counter = iter(range(10_000))
 def db_url(pg_server: PostgresServer) -> str:
     """A fresh, empty database per test."""
     return pg_server.create_database(f"t{next(_db_counter)}_{os.getpid()}")
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--cluster", default=os.environ.get("CIVIC_E2E_CLUSTER", "local"), choices=["local", "kind"],
+        help="cluster for the e2e tier: local (kwokctl binary runtime, default) or kind (needs Docker)",
+    )

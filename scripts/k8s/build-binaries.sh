@@ -61,6 +61,8 @@ run_step() {
   printf '%s %ss\n' "$name" "$((t1 - t0))" >>"${BASE}/timings.txt"
 }
 
+in_dir() { local d="$1"; shift; (cd "$d" && exec "$@"); }
+
 stamp_ok() { [[ -f "${STAMPS}/$1" && "$(cat "${STAMPS}/$1")" == "$2" ]] && [[ -x "${BIN}/$1" ]]; }
 stamp_set() { printf '%s' "$2" >"${STAMPS}/$1"; }
 
@@ -73,6 +75,16 @@ fi
 
 command -v go >/dev/null || die "go is not installed"
 mkdir -p "$BIN" "$SRC" "$STAMPS"
+# One build at a time per cache key; a waiting caller re-checks the stamp.
+exec 9>"${BASE}/.lock"
+if ! flock -n 9; then
+  log "another build is running in $BASE; waiting for it"
+  flock 9
+  if [[ -f "$STAMP_ALL" && "$(cat "$STAMP_ALL")" == "helm=${HELM_VERSION}" ]]; then
+    echo "$BIN"
+    exit 0
+  fi
+fi
 if [[ "${CIVIC_BUILD_FORCE:-0}" == 1 ]]; then rm -f "$STAMPS"/* "$STAMP_ALL"; fi
 
 export GOFLAGS=-mod=mod
@@ -141,7 +153,7 @@ if [[ $need_k8s == 1 ]]; then
   for b in "${K8S_BINS[@]}"; do
     stamp_ok "$b" "$K8S_VERSION" && { log "$b: up to date"; continue; }
     run_step "build $b" \
-      bash -c 'cd "$1" && shift && exec "$@"' _ "$K8S_SRC" \
+      in_dir "$K8S_SRC" \
       "${NICE[@]}" go build -p "$JOBS" -trimpath -ldflags "$ldflags" \
       -o "${BIN}/$b" "k8s.io/kubernetes/cmd/$b"
     "${BIN}/$b" --version >>"$LOG" 2>&1 || true
@@ -179,7 +191,7 @@ EOF
     b="${pair%%:*}"; pkg="${pair#*:}"
     stamp_ok "$b" "$ETCD_VERSION" && { log "$b: up to date"; continue; }
     run_step "build $b" \
-      bash -c 'cd "$1" && shift && exec "$@"' _ "$ETCD_SRC" \
+      in_dir "$ETCD_SRC" \
       "${NICE[@]}" go build -p "$JOBS" -trimpath -ldflags "-s -w" -o "${BIN}/$b" "$pkg"
     stamp_set "$b" "$ETCD_VERSION"
   done

@@ -47,7 +47,8 @@ setup_bin() {
   export PATH="${BIN}:${PATH}"
 }
 
-kwokctl_() { "${BIN}/kwokctl" --name "$CLUSTER_NAME" "$@"; }
+# 9>&-: the components kwokctl forks must not inherit the lock fd (see lock()).
+kwokctl_() { "${BIN}/kwokctl" --name "$CLUSTER_NAME" "$@" 9>&-; }
 kubectl_() { "${BIN}/kubectl" --kubeconfig "$KUBECONFIG_PATH" "$@"; }
 
 write_config() {
@@ -86,6 +87,14 @@ componentsPatches:
   extraArgs:
   - key: leader-elect
     value: "false"
+# kwok-controller renews node leases every duration/4; a restarted
+# kwok-controller (new random identity) retries foreign leases at that pace
+# (default duration 200s).
+- name: kwok-controller
+  extraArgs:
+  - key: node-lease-duration-seconds
+    value: "20"
+    override: true
 EOF
 }
 
@@ -121,7 +130,10 @@ cmd_up() {
       log "cluster ${CLUSTER_NAME} already running"
     else
       log "cluster ${CLUSTER_NAME} exists but is not serving; starting it"
-      if ! { kwokctl_ start cluster --timeout 120s >&2 && wait_healthy 60; }; then
+      clear_stale_pids
+      if kwokctl_ start cluster --timeout 120s >&2 && wait_healthy 60; then
+        reset_node_leases
+      else
         log "start failed; deleting and recreating ${CLUSTER_NAME}"
         cmd_down
       fi
@@ -136,7 +148,7 @@ cmd_up() {
         --etcd-binary "${BIN}/etcd" \
         --kwok-controller-binary "${BIN}/kwok" \
         --timeout 180s --wait 120s >&2; then
-      [[ -d "${CLUSTER_DIR}/logs" ]] && tail -n 20 "${CLUSTER_DIR}"/logs/*.log >&2 || true
+      if [[ -d "${CLUSTER_DIR}/logs" ]]; then tail -n 20 "${CLUSTER_DIR}"/logs/*.log >&2 || true; fi
       die "kwokctl create cluster failed"
     fi
     wait_healthy 120 || die "API server not ready (logs: ${CLUSTER_DIR}/logs)"
@@ -169,6 +181,22 @@ kill_pidfile() { # PIDFILE [GRACE_SECONDS]: TERM the recorded process, KILL afte
   rm -f "$1"
 }
 
+reset_node_leases() {
+  # A new kwok-controller has a new random identity and waits for the node
+  # leases held by its predecessor to expire before it manages the nodes
+  # (pods stay Pending meanwhile); drop them so it takes over at once.
+  kubectl_ -n kube-node-lease delete lease --all --wait=false >/dev/null
+}
+
+clear_stale_pids() { # drop pid files of dead (or zombie) components
+  local f pid
+  for f in "${CLUSTER_DIR}"/pids/*.pid; do
+    [[ -e "$f" ]] || continue
+    pid="$(cat "$f" 2>/dev/null || true)"
+    if [[ ! "$pid" =~ ^[0-9]+$ ]] || ! alive "$pid"; then rm -f "$f"; fi
+  done
+}
+
 cmd_down() {
   if [[ ! -d "$CLUSTER_DIR" ]]; then
     log "cluster ${CLUSTER_NAME} does not exist"
@@ -184,6 +212,7 @@ cmd_down() {
     for f in "${CLUSTER_DIR}"/pids/*.pid; do [[ -e "$f" ]] && kill_pidfile "$f"; done
   fi
   rm -rf "$CLUSTER_DIR"
+  rm -f "$KWOKCTL_CONFIG"
   log "cluster ${CLUSTER_NAME} deleted"
 }
 
@@ -209,21 +238,34 @@ cmd_restart_apiserver() { # [--apiserver-only]
   log "starting stopped components"
   kwokctl_ start cluster --timeout 120s >&2
   wait_healthy 120 || die "API server did not come back"
+  if [[ "${1:-}" != --apiserver-only ]]; then
+    reset_node_leases
+  fi
   log "kube-apiserver restarted (pid $(cat "$pidfile"))"
 }
 
+# Serialize up/down/restart of one cluster (parallel test sessions). The
+# long-lived cluster processes must not inherit fd 9 (kwokctl_ closes it),
+# or they would hold the lock forever.
+lock() {
+  mkdir -p "$CACHE_ROOT"
+  exec 9>"${CACHE_ROOT}/.cluster-${CLUSTER_NAME}.lock"
+  flock 9
+}
+
 case "${1:-}" in
-  up) cmd_up ;;
-  down) cmd_down ;;
+  up) lock; cmd_up ;;
+  down) lock; cmd_down ;;
   kubeconfig) echo "$KUBECONFIG_PATH" ;;
   env)
     setup_bin
     printf 'export KUBECONFIG=%q\n' "$KUBECONFIG_PATH"
+    # shellcheck disable=SC2016 # $PATH is expanded by the caller's eval
     printf 'export PATH=%q:"$PATH"\n' "$BIN"
     printf 'export KWOK_WORKDIR=%q\n' "$KWOK_WORKDIR"
     ;;
   status) setup_bin; healthy ;;
-  restart-apiserver) cmd_restart_apiserver "${2:-}" ;;
+  restart-apiserver) lock; cmd_restart_apiserver "${2:-}" ;;
   *)
     echo "usage: $0 up|down|kubeconfig|env|status|restart-apiserver" >&2
     exit 2

@@ -84,10 +84,10 @@ class PoolAutoscaler:
                 log.exception("evaluation failed", extra={"pool": self.ref.name, "namespace": self.ref.namespace})
             policy = Policy.from_spec((body.get("spec") or {}).get("autoscaling"))
             self.wake.clear()
-            try:
-                await asyncio.wait_for(self.wake.wait(), policy.poll_seconds)
-            except TimeoutError:
-                pass
+            waiters = {asyncio.ensure_future(self.wake.wait()), asyncio.ensure_future(stopped.wait())}
+            _, pending = await asyncio.wait(waiters, timeout=policy.poll_seconds, return_when=asyncio.FIRST_COMPLETED)
+            for w in pending:
+                w.cancel()
         self.listener.unsubscribe(self.ref.uid)
 
     async def _database_url(self, spec: dict[str, Any]) -> str:

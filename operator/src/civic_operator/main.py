@@ -68,7 +68,11 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("civic_operator").info(
         "operator starting", extra={"namespaces": args.namespace or "all", "peering": peering}
     )
+    settings = kopf.OperatorSettings()
+    # Watching named namespaces needs no cluster-wide rights: don't list namespaces and CRDs.
+    settings.scanning.disabled = bool(args.namespace)
     kopf.run(
+        settings=settings,
         clusterwide=not args.namespace,
         namespaces=args.namespace or (),
         liveness_endpoint=f"http://0.0.0.0:{args.liveness_port}/healthz",

@@ -1,0 +1,204 @@
+"""The clusters the e2e tests run on, behind one interface, so the test bodies are shared:
+
+- `local` (default, what CI runs): a real kube-apiserver/etcd/controller-manager/scheduler started by
+  kwokctl's binary runtime (tests/cluster/controlplane.py), with fake kwok nodes; pods do not run
+  containers, so PodProcesses starts one real runner process per Running pod.
+- `kind` (opt-in, `--cluster=kind`, needs Docker and kind): pytest-kind(-ng) creates the cluster, both
+  images are built and loaded, and runner pods really run; nothing to emulate.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import json
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any, Protocol
+
+import yaml
+
+from tests.cluster.controlplane import LocalControlPlane
+from tests.e2e.podprocs import PodProcesses
+
+ROOT = Path(__file__).resolve().parents[2]
+CHART = ROOT / "charts" / "civic-workers"
+
+
+class Cluster(Protocol):
+    name: str
+
+    def up(self) -> None: ...
+    def kubectl(self, *args: str, input: str | None = None, check: bool = True) -> str: ...  # noqa: A002
+    @property
+    def kubeconfig(self) -> Path: ...
+    def helm(self, *args: str) -> str: ...
+    def create_secret(self, namespace: str, name: str, data: dict[str, str]) -> None: ...
+    def database_url_for_pods(self, url: str) -> str: ...
+    def pod_processes(self, namespace: str, selector: str, log_dir: Path) -> contextlib.AbstractContextManager[Any]: ...
+    def operator_kubeconfig(self, namespace: str, tmp: Path) -> Path: ...
+    def restart_apiserver(self) -> None: ...
+
+
+class _Common:
+    name = "cluster"
+
+    @property
+    def kubeconfig(self) -> Path:
+        raise NotImplementedError
+
+    def kubectl(self, *args: str, input: str | None = None, check: bool = True) -> str:  # noqa: A002
+        raise NotImplementedError
+
+    def helm_binary(self) -> str:
+        raise NotImplementedError
+
+    def helm(self, *args: str) -> str:
+        r = subprocess.run(
+            [self.helm_binary(), "--kubeconfig", str(self.kubeconfig), *args],
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        if r.returncode != 0:
+            raise RuntimeError(f"helm {' '.join(args)} failed:\n{r.stderr[-3000:]}")
+        return r.stdout
+
+    def create_secret(self, namespace: str, name: str, data: dict[str, str]) -> None:
+        body = {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {"name": name, "namespace": namespace},
+            "data": {k: base64.b64encode(v.encode()).decode() for k, v in data.items()},
+        }
+        self.kubectl("apply", "-f", "-", input=json.dumps(body))
+
+    def operator_rbac(self, namespace: str) -> str:
+        """The chart's ServiceAccount, Role and RoleBinding for the operator, rendered for this namespace."""
+        out = self.helm(
+            "template",
+            namespace,
+            str(CHART),
+            "--namespace",
+            namespace,
+            "--set",
+            "operator.enabled=false",
+            "--set",
+            "migrations.enabled=false",
+        )
+        docs = [
+            d
+            for d in yaml.safe_load_all(out)
+            if d and d.get("kind") in ("ServiceAccount", "Role", "RoleBinding", "ClusterRole", "ClusterRoleBinding")
+        ]
+        return "\n---\n".join(yaml.safe_dump(d) for d in docs)
+
+    def operator_kubeconfig(self, namespace: str, tmp: Path) -> Path:
+        self.kubectl("apply", "-n", namespace, "-f", "-", input=self.operator_rbac(namespace))
+        accounts = json.loads(self.kubectl("get", "serviceaccounts", "-n", namespace, "-o", "json"))["items"]
+        sa = next(a["metadata"]["name"] for a in accounts if "operator" in a["metadata"]["name"])
+        token = self.kubectl("create", "token", sa, "-n", namespace, "--duration", "2h").strip()
+        admin = yaml.safe_load(self.kubeconfig.read_text())
+        cluster_entry = admin["clusters"][0]
+        config = {
+            "apiVersion": "v1",
+            "kind": "Config",
+            "clusters": [{"name": "e2e", "cluster": cluster_entry["cluster"]}],
+            "users": [{"name": sa, "user": {"token": token}}],
+            "contexts": [{"name": "e2e", "context": {"cluster": "e2e", "user": sa, "namespace": namespace}}],
+            "current-context": "e2e",
+        }
+        path = tmp / "operator.kubeconfig"
+        path.write_text(yaml.safe_dump(config))
+        return path
+
+
+class LocalCluster(_Common):
+    name = "local"
+
+    def __init__(self) -> None:
+        self.cp = LocalControlPlane()
+
+    def up(self) -> None:
+        self.cp.up()
+
+    @property
+    def kubeconfig(self) -> Path:
+        return self.cp.kubeconfig
+
+    def kubectl(self, *args: str, input: str | None = None, check: bool = True) -> str:  # noqa: A002
+        return self.cp.kubectl(*args, input=input, check=check)
+
+    def helm_binary(self) -> str:
+        return str(self.cp.bin_dir / "helm")
+
+    def database_url_for_pods(self, url: str) -> str:
+        return url  # the "pods" are processes on this host
+
+    def pod_processes(self, namespace: str, selector: str, log_dir: Path) -> contextlib.AbstractContextManager[Any]:
+        return PodProcesses(self.kubeconfig, namespace, selector, log_dir)
+
+    def restart_apiserver(self) -> None:
+        self.cp.restart_apiserver()
+
+
+class KindCluster(_Common):
+    """pytest-kind-ng's KindCluster; images built by scripts/docker/build-images.sh and loaded."""
+
+    name = "kind"
+
+    def __init__(self) -> None:
+        from pytest_kind import KindCluster as _Kind  # type: ignore[import-not-found]  # opt-in dependency
+
+        self.kind = _Kind("civic-e2e")
+
+    def up(self) -> None:
+        self.kind.create()
+        subprocess.run([str(ROOT / "scripts" / "docker" / "build-images.sh")], check=True)
+        for image in ("civic-runner:dev", "civic-operator:dev"):
+            self.kind.load_docker_image(image)
+
+    @property
+    def kubeconfig(self) -> Path:
+        return Path(self.kind.kubeconfig_path)
+
+    def kubectl(self, *args: str, input: str | None = None, check: bool = True) -> str:  # noqa: A002
+        r = subprocess.run(
+            [str(self.kind.kubectl_path), "--kubeconfig", str(self.kubeconfig), *args],
+            input=input,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        if check and r.returncode != 0:
+            raise RuntimeError(f"kubectl {' '.join(args)} failed:\n{r.stderr}")
+        return r.stdout
+
+    def helm_binary(self) -> str:
+        return shutil.which("helm") or "helm"
+
+    def database_url_for_pods(self, url: str) -> str:
+        # Pods reach the host's PostgreSQL through the kind network's gateway.
+        gateway = subprocess.run(
+            ["docker", "network", "inspect", "kind", "-f", "{{(index .IPAM.Config 0).Gateway}}"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        return url.replace("127.0.0.1", gateway)
+
+    def pod_processes(self, namespace: str, selector: str, log_dir: Path) -> contextlib.AbstractContextManager[Any]:
+        return contextlib.nullcontext()  # real pods run real runners
+
+    def restart_apiserver(self) -> None:
+        subprocess.run(["docker", "restart", f"{self.kind.name}-control-plane"], check=True)
+        self.kubectl("wait", "--for=condition=Ready", "node", "--all", "--timeout=120s")
+
+
+def make_cluster(kind: str) -> Cluster:
+    if kind == "local":
+        return LocalCluster()
+    if kind == "kind":
+        return KindCluster()
+    raise ValueError(f"unknown --cluster {kind!r} (local or kind)")

@@ -1,0 +1,138 @@
+"""The cluster tier: a real control plane (local kwokctl binary runtime by default, kind with
+`--cluster=kind`), PostgreSQL, the operator as a process, and real runner processes for pods."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.e2e.clusters import Cluster, make_cluster
+from tests.support.harness import migrate
+from tests.support.pg import PostgresServer
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if "tests/e2e/" in str(item.fspath):
+            item.add_marker(pytest.mark.cluster)
+
+
+@pytest.fixture(scope="session")
+def cluster(request: pytest.FixtureRequest) -> Iterator[Cluster]:
+    c = make_cluster(request.config.getoption("--cluster"))
+    c.up()
+    c.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(ROOT / "crds" / "civicworkerpool.yaml"))
+    c.kubectl("wait", "--for=condition=Established", "crd/civicworkerpools.workers.civic-os.org", "--timeout=60s")
+    yield c
+
+
+@pytest.fixture(scope="session")
+def e2e_pg() -> Iterator[PostgresServer]:
+    server = PostgresServer(settings={"listen_addresses": "'*'"})
+    server.start()
+    yield server
+    server.destroy()
+
+
+@pytest.fixture
+def namespace(cluster: Cluster) -> Iterator[str]:
+    ns = f"e2e-{uuid.uuid4().hex[:8]}"
+    cluster.kubectl("create", "namespace", ns)
+    yield ns
+    cluster.kubectl("delete", "namespace", ns, "--wait=false", check=False)
+
+
+@pytest.fixture
+def database(e2e_pg: PostgresServer, cluster: Cluster, namespace: str) -> str:
+    """A migrated database for this test and the Secret pools reference (`db`)."""
+    url = e2e_pg.create_database(namespace.replace("-", "_"))
+    migrate(url, civic=True)
+    cluster.create_secret(namespace, "db", {"DATABASE_URL": cluster.database_url_for_pods(url)})
+    return url
+
+
+class OperatorProcess:
+    def __init__(self, cluster: Cluster, namespace: str, kubeconfig: Path, log_path: Path) -> None:
+        self.args = [
+            sys.executable,
+            "-m",
+            "civic_operator.main",
+            "--standalone",
+            "--namespace",
+            namespace,
+            "--liveness-port",
+            "0",
+            "--metrics-port",
+            "0",
+        ]
+        self.env = {**os.environ, "KUBECONFIG": str(kubeconfig), "PYTHONPATH": str(ROOT), "LOG_LEVEL": "INFO"}
+        self.log_path = log_path
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> OperatorProcess:
+        out = open(self.log_path, "ab")  # noqa: SIM115 - the child owns it
+        self.proc = subprocess.Popen(self.args, env=self.env, stdout=out, stderr=out, cwd=ROOT)
+        return self
+
+    def kill(self) -> None:
+        assert self.proc
+        self.proc.kill()
+        self.proc.wait(10)
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+
+@pytest.fixture
+def operator(cluster: Cluster, namespace: str, tmp_path: Path) -> Iterator[OperatorProcess]:
+    """civic-operator with the rights of a ServiceAccount bound to the chart's Role, not the admin's."""
+    kubeconfig = cluster.operator_kubeconfig(namespace, tmp_path)
+    op = OperatorProcess(cluster, namespace, kubeconfig, tmp_path / "operator.log").start()
+    yield op
+    op.stop()
+
+
+def pool_manifest(name: str, namespace: str, **spec: Any) -> str:
+    body = {
+        "apiVersion": "workers.civic-os.org/v1alpha1",
+        "kind": "CivicWorkerPool",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {
+            "queues": ["e2e"],
+            "image": "civic-runner:dev",
+            "database": {"secretRef": {"name": "db"}},
+            "kindsModules": "tests.support.kinds",
+            **spec,
+        },
+    }
+    return json.dumps(body)
+
+
+def wait_until(predicate: Any, timeout: float, what: str, interval: float = 0.1) -> Any:
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        last = predicate()
+        if last:
+            return last
+        time.sleep(interval)
+    raise TimeoutError(f"{what}: not true after {timeout}s (last value {last!r})")

@@ -1,0 +1,246 @@
+"""The operator on a real API server: validation, reconcile, autoscaling end to end, faults."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.e2e.clusters import Cluster
+from tests.e2e.conftest import OperatorProcess, pool_manifest, wait_until
+from tests.support.harness import insert, query
+
+SELECTOR = "workers.civic-os.org/pool"
+
+
+def pool(cluster: Cluster, ns: str, name: str) -> dict[str, Any]:
+    return json.loads(cluster.kubectl("get", "cwp", name, "-n", ns, "-o", "json"))  # type: ignore[no-any-return]
+
+
+def deployment_replicas(cluster: Cluster, ns: str, name: str) -> int | None:
+    out = cluster.kubectl("get", "deploy", f"{name}-runner", "-n", ns, "-o", "jsonpath={.spec.replicas}", check=False)
+    return int(out) if out.strip() else None
+
+
+def running_pods(cluster: Cluster, ns: str, name: str) -> int:
+    out = cluster.kubectl(
+        "get", "pods", "-n", ns, "-l", f"{SELECTOR}={name}", "--field-selector=status.phase=Running", "-o", "name"
+    )
+    return len(out.split())
+
+
+def test_invalid_pools_are_rejected_with_clear_messages(cluster: Cluster, namespace: str) -> None:
+    cases = {
+        "no queue": ({"queues": []}, "should have at least 1 items"),
+        "bad queue name": ({"queues": ["Not Valid"]}, "should match"),
+        "min over max": (
+            {"autoscaling": {"minReplicas": 5, "maxReplicas": 2}},
+            "minReplicas must be less than or equal to autoscaling.maxReplicas",
+        ),
+        "zero target": ({"autoscaling": {"targetPerReplica": 0}}, "should be greater than or equal to 1"),
+        "unknown mode": ({"mode": "Sometimes"}, 'supported values: "Deployment", "Job"'),
+        "inline database url": (
+            {"env": [{"name": "DATABASE_URL", "value": "postgresql://x"}]},
+            "DATABASE_URL comes from database.secretRef",
+        ),
+        "grace too short": ({"terminationGracePeriodSeconds": 10}, "terminationGracePeriodSeconds must exceed"),
+    }
+    for what, (spec, message) in cases.items():
+        with pytest.raises(Exception) as refused:  # noqa: PT011 - the API server's refusal, checked below
+            cluster.kubectl("apply", "-f", "-", input=pool_manifest("bad", namespace, **spec))
+        assert message in str(refused.value), f"{what}: {refused.value}"
+    assert "bad" not in cluster.kubectl("get", "cwp", "-n", namespace, "-o", "name")
+
+
+def test_pool_lifecycle_and_printer_columns(
+    cluster: Cluster, namespace: str, database: str, operator: OperatorProcess
+) -> None:
+    cluster.kubectl(
+        "apply", "-f", "-", input=pool_manifest("web", namespace, autoscaling={"enabled": False}, replicas=2)
+    )
+    wait_until(lambda: deployment_replicas(cluster, namespace, "web") == 2, 20, "deployment created")
+    dep = json.loads(cluster.kubectl("get", "deploy", "web-runner", "-n", namespace, "-o", "json"))
+    owner = dep["metadata"]["ownerReferences"][0]
+    assert owner["kind"] == "CivicWorkerPool" and owner["name"] == "web" and owner["controller"]
+    # kubectl scale drives a pool without autoscaling (the scale subresource).
+    cluster.kubectl("scale", "cwp/web", "-n", namespace, "--replicas=3")
+    wait_until(lambda: deployment_replicas(cluster, namespace, "web") == 3, 20, "deployment follows kubectl scale")
+    wait_until(lambda: pool(cluster, namespace, "web").get("status", {}).get("selector"), 20, "status.selector")
+    table = cluster.kubectl("get", "cwp", "-n", namespace)
+    header = table.splitlines()[0].split()
+    assert header == ["NAME", "QUEUES", "MODE", "DEPTH", "DESIRED", "READY", "AGE"], table
+    assert '["e2e"]' in table and "Deployment" in table
+    # Deleting the pool garbage-collects what it owns.
+    cluster.kubectl("delete", "cwp", "web", "-n", namespace)
+    wait_until(lambda: deployment_replicas(cluster, namespace, "web") is None, 60, "deployment garbage-collected")
+
+
+def test_burst_scales_up_drains_and_scales_back(
+    cluster: Cluster, namespace: str, database: str, operator: OperatorProcess, tmp_path: Path
+) -> None:
+    spec = {
+        "concurrency": 5,
+        "autoscaling": {
+            "minReplicas": 1,
+            "maxReplicas": 6,
+            "targetPerReplica": 100,
+            "pollSeconds": 1,
+            "scaleUp": {"pods": 6, "periodSeconds": 5},
+            "scaleDown": {"stabilizationWindowSeconds": 8, "periodSeconds": 1},
+        },
+    }
+    cluster.kubectl("apply", "-f", "-", input=pool_manifest("burst", namespace, **spec))
+    with cluster.pod_processes(namespace, f"{SELECTOR}=burst", tmp_path) as pods:
+        wait_until(lambda: running_pods(cluster, namespace, "burst") == 1, 30, "one pod at minReplicas")
+        t0 = time.monotonic()
+        insert(database, "record", {"sleep": 0.05}, count=2000, queue="e2e")
+        wait_until(
+            lambda: (pool(cluster, namespace, "burst")["spec"].get("replicas") or 0) > 1,
+            2.0,
+            "spec.replicas rises within 2 s",
+        )
+        rise = time.monotonic() - t0
+        wait_until(lambda: deployment_replicas(cluster, namespace, "burst") == 6, 10, "deployment follows")
+        wait_until(lambda: running_pods(cluster, namespace, "burst") == 6, 30, "6 pods running")
+        wait_until(
+            lambda: query(database, "SELECT count(*) FROM metadata.river_job WHERE state='completed'")[0][0] == 2000,
+            120,
+            "queue drained",
+            interval=0.5,
+        )
+        assert pods is None or pods.started_total >= 6
+        workers = query(database, "SELECT count(DISTINCT pid) FROM test_runs")[0][0]
+        assert workers >= 6 if pods is not None else workers >= 1
+        wait_until(
+            lambda: pool(cluster, namespace, "burst")["spec"].get("replicas") == 1,
+            40,
+            "back to minReplicas after the window",
+        )
+        wait_until(lambda: running_pods(cluster, namespace, "burst") == 1, 30, "pods follow down")
+    events = cluster.kubectl("get", "events", "-n", namespace, "--field-selector", "reason=Scaled")
+    assert "1 → 6" in events or "→ 6" in events, events
+    assert query(database, "SELECT count(*), count(DISTINCT job_id) FROM test_runs")[0] == (2000, 2000)
+    print(f"spec.replicas rose {rise:.2f}s after the burst")  # noqa: T201 - reported in the test log
+
+
+def test_scale_from_zero_within_a_second(
+    cluster: Cluster, namespace: str, database: str, operator: OperatorProcess
+) -> None:
+    cluster.kubectl(
+        "apply", "-f", "-", input=pool_manifest("zero", namespace, autoscaling={"minReplicas": 0, "pollSeconds": 30})
+    )
+    wait_until(lambda: deployment_replicas(cluster, namespace, "zero") == 0, 20, "deployment at zero")
+    wait_until(lambda: "listening for inserts" in operator.log(), 20, "operator listening")
+    t0 = time.monotonic()
+    insert(database, "echo", {"value": 1}, queue="e2e")
+    wait_until(
+        lambda: (deployment_replicas(cluster, namespace, "zero") or 0) >= 1,
+        1.0,
+        "deployment scaled from zero within 1 s",
+        interval=0.02,
+    )
+    elapsed = time.monotonic() - t0
+    assert elapsed < 1.0
+
+
+def test_database_unreachable_degrades_and_keeps_replicas(
+    cluster: Cluster, namespace: str, database: str, operator: OperatorProcess
+) -> None:
+    cluster.kubectl(
+        "apply",
+        "-f",
+        "-",
+        input=pool_manifest("deg", namespace, autoscaling={"minReplicas": 0, "pollSeconds": 1, "cooldownSeconds": 1}),
+    )
+    insert(database, "sleep", {"seconds": 60}, count=30, queue="e2e")
+    wait_until(lambda: (pool(cluster, namespace, "deg")["spec"].get("replicas") or 0) >= 3, 20, "scaled up")
+    before = pool(cluster, namespace, "deg")["spec"]["replicas"]
+    cluster.create_secret(namespace, "db", {"DATABASE_URL": "postgresql://nobody@127.0.0.1:1/none"})
+
+    def degraded() -> bool:
+        conds = {
+            c["type"]: c["status"] for c in pool(cluster, namespace, "deg").get("status", {}).get("conditions", [])
+        }
+        return conds.get("Degraded") == "True"
+
+    wait_until(degraded, 90, "Degraded condition")  # the cached URL expires after 60 s at most
+    time.sleep(3)
+    assert pool(cluster, namespace, "deg")["spec"]["replicas"] == before, "replicas kept while stats fail"
+    events = cluster.kubectl("get", "events", "-n", namespace, "--field-selector", "reason=StatsUnavailable")
+    assert "keeping" in events
+
+
+def test_operator_restart_converges(
+    cluster: Cluster, namespace: str, database: str, operator: OperatorProcess, tmp_path: Path
+) -> None:
+    cluster.kubectl(
+        "apply",
+        "-f",
+        "-",
+        input=pool_manifest("restart", namespace, autoscaling={"minReplicas": 0, "maxReplicas": 5, "pollSeconds": 1}),
+    )
+    insert(database, "sleep", {"seconds": 120}, count=30, queue="e2e")
+    wait_until(lambda: (pool(cluster, namespace, "restart")["spec"].get("replicas") or 0) >= 3, 20, "scaling up")
+    operator.kill()
+    insert(database, "sleep", {"seconds": 120}, count=100, queue="e2e")
+    operator.start()
+    wait_until(lambda: pool(cluster, namespace, "restart")["spec"].get("replicas") == 5, 30, "converged to max")
+    wait_until(lambda: deployment_replicas(cluster, namespace, "restart") == 5, 10, "deployment follows")
+
+
+def test_apiserver_restart_operator_recovers(
+    cluster: Cluster, namespace: str, database: str, operator: OperatorProcess
+) -> None:
+    cluster.kubectl(
+        "apply",
+        "-f",
+        "-",
+        input=pool_manifest("api", namespace, autoscaling={"minReplicas": 0, "maxReplicas": 4, "pollSeconds": 1}),
+    )
+    wait_until(lambda: deployment_replicas(cluster, namespace, "api") == 0, 20, "deployment created")
+    cluster.restart_apiserver()
+    insert(database, "sleep", {"seconds": 120}, count=35, queue="e2e")
+    wait_until(lambda: deployment_replicas(cluster, namespace, "api") == 4, 60, "scaled after the restart")
+    assert operator.proc is not None and operator.proc.poll() is None, "the operator did not need a restart"
+
+
+def test_job_mode_creates_jobs_as_needed(
+    cluster: Cluster, namespace: str, database: str, operator: OperatorProcess, tmp_path: Path
+) -> None:
+    spec = {
+        "mode": "Job",
+        "concurrency": 5,
+        "autoscaling": {
+            "minReplicas": 0,
+            "maxReplicas": 3,
+            "targetPerReplica": 50,
+            "pollSeconds": 1,
+            "cooldownSeconds": 2,
+            "scaleDown": {"stabilizationWindowSeconds": 2},
+        },
+    }
+    cluster.kubectl("apply", "-f", "-", input=pool_manifest("jobs", namespace, **spec))
+    with cluster.pod_processes(namespace, f"{SELECTOR}=jobs", tmp_path):
+        insert(database, "record", {"sleep": 0.02}, count=300, queue="e2e")
+        wait_until(
+            lambda: query(database, "SELECT count(*) FROM metadata.river_job WHERE state='completed'")[0][0] == 300,
+            120,
+            "drained by Jobs",
+            interval=0.5,
+        )
+        jobs = json.loads(cluster.kubectl("get", "jobs", "-n", namespace, "-o", "json"))["items"]
+        assert 1 <= len(jobs) <= 3 + 3, [j["metadata"]["name"] for j in jobs]  # max + history
+        wait_until(
+            lambda: all(
+                any(
+                    c["type"] == "Complete" and c["status"] == "True" for c in j.get("status", {}).get("conditions", [])
+                )
+                for j in json.loads(cluster.kubectl("get", "jobs", "-n", namespace, "-o", "json"))["items"]
+            ),
+            60,
+            "every Job completed: runners drained and exited 0",
+        )
+    assert query(database, "SELECT count(*), count(DISTINCT job_id) FROM test_runs")[0] == (300, 300)
