@@ -259,14 +259,15 @@ def test_namespaced_rbac_by_default(tools: dict[str, str]) -> None:
             assert grants(role["rules"], *need), f"Role lacks {need}"
         assert grants(role["rules"], "kopf.dev", "kopfpeerings", "patch")
         assert not grants(role["rules"], "", "pods", "list")
-    # The only cluster-scoped rights: read CRDs (kopf's discovery).
+    # The only cluster-scoped rights: read CRDs and namespaces (kopf's discovery).
     (cluster_role,) = by_kind(rendered, "ClusterRole")
     assert cluster_role["rules"] == [
         {
             "apiGroups": ["apiextensions.k8s.io"],
             "resources": ["customresourcedefinitions"],
             "verbs": ["get", "list", "watch"],
-        }
+        },
+        {"apiGroups": [""], "resources": ["namespaces"], "verbs": ["get", "list", "watch"]},
     ]
     peerings = {p["metadata"]["namespace"] for p in by_kind(rendered, "KopfPeering")}
     assert peerings == set(roles)
