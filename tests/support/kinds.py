@@ -16,7 +16,7 @@ _conn_local: dict[int, psycopg.Connection[Any]] = {}
 
 def _record(job: Job) -> None:
     """Write one row per execution, so tests can prove no job ran twice."""
-    url = os.environ["TEST_RECORD_URL"]
+    url = os.environ.get("TEST_RECORD_URL") or os.environ["DATABASE_URL"]
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute(
             "INSERT INTO test_runs (job_id, attempt, pid) VALUES (%s, %s, %s)", (job.id, job.attempt, os.getpid())

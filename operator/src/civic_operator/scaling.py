@@ -121,7 +121,10 @@ def decide(
             else:
                 rec, to_zero = 0, True
                 why = f"depth {depth} ≤ activation {policy.activation_threshold:g} → 0"
-    rec = min(max(rec, policy.min_replicas), policy.max_replicas)
+    bounded = min(max(rec, policy.min_replicas), policy.max_replicas)
+    if bounded != rec:
+        why += f" (bounded to {bounded} by {'min' if bounded > rec else 'max'}Replicas)"
+        rec = bounded
 
     recommendations = (*history.recommendations, (now, rec))
     desired = rec
