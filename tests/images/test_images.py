@@ -26,6 +26,7 @@ from typing import Any
 import psycopg
 import pytest
 import requests
+import yaml
 
 from tests.pipeline import corpus
 from tests.pipeline.conftest import create_file_record, file_row, request_upload, upload_request
@@ -279,11 +280,8 @@ def test_runner_image_migrates_presigns_and_thumbnails(
 # --- the operator image ------------------------------------------------------------------------------
 
 
-def test_operator_image_serves_liveness_and_metrics(images: dict[str, Any], tmp_path: Path) -> None:
-    """kopf's /healthz comes up once the operator has credentials, even before the API server answers;
-    here the kubeconfig names an address where nothing listens (the cluster tier runs the operator
-    against a real control plane)."""
-    nowhere = free_port()
+def nowhere_kubeconfig(tmp_path: Path, port: int) -> Path:
+    """Credentials for an API server address where nothing listens (kopf needs credentials to start)."""
     kubeconfig = tmp_path / "kubeconfig"
     kubeconfig.write_text(
         json.dumps(
@@ -291,10 +289,7 @@ def test_operator_image_serves_liveness_and_metrics(images: dict[str, Any], tmp_
                 "apiVersion": "v1",
                 "kind": "Config",
                 "clusters": [
-                    {
-                        "name": "c",
-                        "cluster": {"server": f"https://127.0.0.1:{nowhere}", "insecure-skip-tls-verify": True},
-                    }
+                    {"name": "c", "cluster": {"server": f"https://127.0.0.1:{port}", "insecure-skip-tls-verify": True}}
                 ],
                 "users": [{"name": "u", "user": {"token": "test-token"}}],
                 "contexts": [{"name": "c", "context": {"cluster": "c", "user": "u", "namespace": "default"}}],
@@ -304,6 +299,15 @@ def test_operator_image_serves_liveness_and_metrics(images: dict[str, Any], tmp_
     )
     kubeconfig.chmod(0o644)
     tmp_path.chmod(0o755)
+    return kubeconfig
+
+
+def test_operator_image_serves_liveness_and_metrics(images: dict[str, Any], tmp_path: Path) -> None:
+    """kopf's /healthz comes up once the operator has credentials, even before the API server answers;
+    here the kubeconfig names an address where nothing listens (the cluster tier runs the operator
+    against a real control plane)."""
+    nowhere = free_port()
+    kubeconfig = nowhere_kubeconfig(tmp_path, nowhere)
     live, metrics = free_port(), free_port()
     name = f"civic-operator-test-{uuid.uuid4().hex[:8]}"
     env = [
@@ -328,6 +332,66 @@ def test_operator_image_serves_liveness_and_metrics(images: dict[str, Any], tmp_
         assert code == 0, logs[-3000:]
     finally:
         docker("rm", "-f", name, check=False)
+
+
+def chart_test_pod(set_args: list[str]) -> dict[str, Any]:
+    """The chart's `helm test` pod, rendered by helm (tests/chart/install-tools.sh provides it)."""
+    tools = subprocess.run(
+        ["bash", str(ROOT / "tests" / "chart" / "install-tools.sh")], capture_output=True, text=True, check=False
+    )
+    assert tools.returncode == 0, tools.stderr[-3000:]
+    helm = next(ln.split("=", 1)[1] for ln in tools.stdout.splitlines() if ln.startswith("HELM="))
+    out = subprocess.run(
+        [helm, "template", "rel", str(ROOT / "charts" / "civic-workers"), "-n", "civic", "--kube-version", "1.35.4",
+         "--set", "database.secret.name=db", *set_args],
+        capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    for doc in yaml.safe_load_all(out):
+        if doc and doc["kind"] == "Pod" and doc["metadata"]["annotations"].get("helm.sh/hook") == "test":
+            return dict(doc)
+    raise AssertionError("no helm test pod rendered")
+
+
+def test_helm_test_pod_runs_in_the_runner_image(
+    images: dict[str, Any], pg_server: PostgresServer, db_url: str, tmp_path: Path
+) -> None:
+    """What `helm test` runs (kwok runs no container, so here): it passes on a migrated database with a live
+    operator, and fails when the database is behind."""
+    pod = chart_test_pod([])
+    (container,) = pod["spec"]["containers"]
+    assert container["image"] == RUNNER
+    live = free_port()
+    op = f"civic-operator-helmtest-{uuid.uuid4().hex[:8]}"
+    docker(
+        "run", "-d", "--name", op, "--network", "host", *HARDENED, "-e", f"LIVENESS_PORT={live}",
+        "-e", "METRICS_PORT=0", "-e", "KUBECONFIG=/etc/civic/kubeconfig",
+        "-v", f"{nowhere_kubeconfig(tmp_path, free_port())}:/etc/civic/kubeconfig:ro", OPERATOR, "--standalone",
+    )  # fmt: skip
+    try:
+        wait_for(lambda: http_ok(f"http://127.0.0.1:{live}/healthz"), timeout=60, what="operator /healthz")
+
+        def helm_test(want: str) -> subprocess.CompletedProcess[str]:
+            env = {
+                "OPERATOR_HEALTHZ": f"http://127.0.0.1:{live}/healthz",
+                "DATABASE_URL": db_url,
+                "RIVER_SCHEMA": "metadata",
+                "WANT_MAIN": want,
+            }
+            env_args = [a for k, v in env.items() for a in ("-e", f"{k}={v}")]
+            return docker(
+                "run", "--rm", "--network", "host", *HARDENED, *env_args, "--entrypoint", container["command"][0],
+                RUNNER, *container["command"][1:], *container["args"], check=False,
+            )  # fmt: skip
+
+        docker("run", "--rm", "--network", "host", *HARDENED, "-e", f"DATABASE_URL={db_url}", RUNNER,
+               "migrate", "--target", "6")  # fmt: skip
+        behind = helm_test("7")
+        assert behind.returncode != 0 and "expected 7" in behind.stderr, behind.stdout + behind.stderr
+        ok = helm_test("6")
+        assert ok.returncode == 0, ok.stdout + ok.stderr
+        assert "answered 200" in ok.stdout and ok.stdout.strip().endswith("ok"), ok.stdout
+    finally:
+        docker("rm", "-f", op, check=False)
 
 
 def test_image_sizes_recorded(images: dict[str, Any]) -> None:
