@@ -153,6 +153,7 @@ cmd_up() {
     fi
     wait_healthy 120 || die "API server not ready (logs: ${CLUSTER_DIR}/logs)"
   fi
+  drop_job_pod_completion
   ensure_nodes
   log "cluster ${CLUSTER_NAME} ready in $(( $(date +%s) - t0 ))s; kubeconfig: ${KUBECONFIG_PATH}"
   echo "$KUBECONFIG_PATH"
@@ -214,6 +215,26 @@ cmd_down() {
   rm -rf "$CLUSTER_DIR"
   rm -f "$KWOKCTL_CONFIG"
   log "cluster ${CLUSTER_NAME} deleted"
+}
+
+# kwok's default `pod-complete` stage marks a Job's pod Succeeded as soon as it runs. The e2e harness
+# (tests/e2e/podprocs.py) runs a real runner process for each pod and reports its exit instead, so a
+# Job's pod must stay Running until its runner has drained the queue: drop that one stage from the
+# effective kwok-controller config kwokctl wrote, and restart kwok-controller once.
+drop_job_pod_completion() {
+  local conf="${CLUSTER_DIR}/kwok.yaml"
+  grep -q "name: pod-complete" "$conf" || return 0
+  log "removing kwok's pod-complete stage (Job pods finish when their runner exits)"
+  python3 - "$conf" <<'PY'
+import sys
+path = sys.argv[1]
+docs = open(path).read().split("\n---\n")
+keep = [d for d in docs if not ("kind: Stage" in d and "name: pod-complete" in d)]
+open(path, "w").write("\n---\n".join(keep))
+PY
+  kill_pidfile "${CLUSTER_DIR}/pids/kwok-controller.pid" 10
+  kwokctl_ start cluster --timeout 120s >&2
+  reset_node_leases
 }
 
 cmd_restart_apiserver() { # [--apiserver-only]

@@ -244,3 +244,45 @@ def test_job_mode_creates_jobs_as_needed(
             "every Job completed: runners drained and exited 0",
         )
     assert query(database, "SELECT count(*), count(DISTINCT job_id) FROM test_runs")[0] == (300, 300)
+    created = operator.log().count('"created job"')
+    assert 1 <= created <= 3, f"{created} Jobs for 300 jobs at 50 per replica, max 3: no Job beyond need"
+
+
+def test_operator_rights_are_sufficient_and_minimal(
+    cluster: Cluster, namespace: str, database: str, operator: OperatorProcess, tmp_path: Path
+) -> None:
+    """The chart's ServiceAccount can run the operator (the tests above use it) but cannot read Secrets
+    or change Deployments outside its namespace."""
+    kubeconfig = str(tmp_path / "operator.kubeconfig")
+    other = f"{namespace}-other"
+    cluster.kubectl("create", "namespace", other)
+    try:
+        cluster.create_secret(other, "private", {"password": "hunter2"})
+        cluster.kubectl("create", "deployment", "unrelated", "--image=nginx", "-n", other)
+        for verb, resource in (
+            ("get", "secrets"),
+            ("list", "secrets"),
+            ("patch", "deployments"),
+            ("delete", "deployments"),
+            ("create", "deployments"),
+        ):
+            out = cluster.kubectl(
+                "auth", "can-i", verb, resource, "-n", other, "--kubeconfig", kubeconfig, check=False
+            ).strip()
+            assert out == "no", f"operator can {verb} {resource} in {other}"
+        for verb, resource in (
+            ("patch", "civicworkerpools.workers.civic-os.org"),
+            ("create", "deployments"),
+            ("create", "jobs"),
+            ("get", "secrets"),
+            ("create", "events"),
+        ):
+            out = cluster.kubectl(
+                "auth", "can-i", verb, resource, "-n", namespace, "--kubeconfig", kubeconfig, check=False
+            ).strip()
+            assert out == "yes", f"operator cannot {verb} {resource} in its own namespace"
+        assert (
+            cluster.kubectl("auth", "can-i", "list", "nodes", "--kubeconfig", kubeconfig, check=False).strip() == "no"
+        )
+    finally:
+        cluster.kubectl("delete", "namespace", other, "--wait=false", check=False)
