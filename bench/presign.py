@@ -21,7 +21,7 @@ from pathlib import Path
 
 import psycopg
 
-from bench.common import ROOT, log, machine, start_postgres
+from bench.common import ROOT, fresh_db, log, machine, start_postgres
 
 STAMP = """
 CREATE TABLE bench_presign_done (id uuid PRIMARY KEY, done_at timestamptz NOT NULL);
@@ -107,6 +107,21 @@ def run(url: str, rate: float, seconds: float, workers: int) -> dict[str, float]
     }
 
 
+def presign_cost_us() -> float:
+    """The irreducible work: one SigV4 presigned PUT with boto3 (local HMAC), median of 2000."""
+    sys.path.insert(0, str(ROOT / "job-runner" / "src"))
+    from civic_runner.pipeline.config import S3Settings
+    from civic_runner.pipeline.storage import Storage
+
+    storage = Storage(S3Settings(endpoint="http://127.0.0.1:9", access_key_id="k", secret_access_key="s"))
+    times = []
+    for i in range(2000):
+        t0 = time.perf_counter()
+        storage.presign("put_object", "civic-os-files", f"issues/1/{i}/original.jpg", expires=900, acl="public-read")
+        times.append((time.perf_counter() - t0) * 1e6)
+    return sorted(times)[len(times) // 2]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rate", type=float, default=50.0)
@@ -116,7 +131,8 @@ def main() -> None:
     args = ap.parse_args()
     server = start_postgres()
     try:
-        results = []
+        results: list[dict[str, float]] = []
+        peers: list[dict[str, float]] = []
         for rnd in range(args.rounds):
             url = server.create_database(f"bench_presign_{rnd}")
             with psycopg.connect(url, autocommit=True) as conn:
@@ -128,6 +144,12 @@ def main() -> None:
             r = run(url, args.rate, args.seconds, args.workers)
             log(f"  {json.dumps({k: round(v, 2) for k, v in r.items()})}")
             results.append(r)
+            # The peer, interleaved: a no-op job at the same rate through the same runner (bench.latency).
+            from bench.latency import run as run_noop
+
+            noop = run_noop(fresh_db(server, f"bench_presign_noop_{rnd}"), args.rate, args.seconds)
+            log(f"  no-op peer: {json.dumps({k: round(v, 2) for k, v in noop.items()})}")
+            peers.append(noop)
     finally:
         server.destroy()
     summary = {
@@ -138,11 +160,14 @@ def main() -> None:
         "workers": args.workers,
         "rounds": results,
         "median": {k: sorted(r[k] for r in results)[len(results) // 2] for k in results[0]},
+        "noop_peer_rounds": peers,
+        "noop_peer_median": {k: sorted(r[k] for r in peers)[len(peers) // 2] for k in peers[0]},
+        "boto3_presign_us": presign_cost_us(),
     }
     out = Path(ROOT / "bench" / "out" / "presign.json")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(summary, indent=2))
-    print(json.dumps(summary["median"], indent=2))
+    print(json.dumps({k: summary[k] for k in ("median", "noop_peer_median", "boto3_presign_us")}, indent=2))
 
 
 if __name__ == "__main__":
