@@ -12,7 +12,7 @@ import logging
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 import kopf
 
@@ -74,17 +74,20 @@ class PoolAutoscaler:
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     _secret: tuple[float, str] | None = None
 
-    async def run(self, body: kopf.Body, stopped: kopf.DaemonStopped) -> None:
-        while not stopped:
+    body: dict[str, Any] = field(default_factory=dict)  # the latest seen, kept fresh by the event handler
+    stopped: asyncio.Event = field(default_factory=asyncio.Event)
+
+    async def run(self) -> None:
+        while not self.stopped.is_set():
             try:
-                await self.evaluate(body)
+                await self.evaluate(self.body)
             except asyncio.CancelledError:
                 raise
-            except Exception:
+            except Exception:  # noqa: BLE001 - log, keep looping: the next round may succeed
                 log.exception("evaluation failed", extra={"pool": self.ref.name, "namespace": self.ref.namespace})
-            policy = Policy.from_spec((body.get("spec") or {}).get("autoscaling"))
+            policy = Policy.from_spec((self.body.get("spec") or {}).get("autoscaling"))
             self.wake.clear()
-            waiters = {asyncio.ensure_future(self.wake.wait()), asyncio.ensure_future(stopped.wait())}
+            waiters = {asyncio.ensure_future(self.wake.wait()), asyncio.ensure_future(self.stopped.wait())}
             _, pending = await asyncio.wait(waiters, timeout=policy.poll_seconds, return_when=asyncio.FIRST_COMPLETED)
             for w in pending:
                 w.cancel()
@@ -127,7 +130,7 @@ class PoolAutoscaler:
         metrics.STATS_LATENCY.labels(*labels).observe(seconds)
         return stats, ""
 
-    async def evaluate(self, body: kopf.Body) -> None:
+    async def evaluate(self, body: dict[str, Any]) -> None:
         spec: dict[str, Any] = dict(body.get("spec") or {})
         status: dict[str, Any] = dict(body.get("status") or {})
         policy = Policy.from_spec(spec.get("autoscaling"))
@@ -147,7 +150,9 @@ class PoolAutoscaler:
                 spec["replicas"] = decision.replicas
                 direction = "up" if decision.replicas > current else "down"
                 metrics.DECISIONS.labels(*labels, direction).inc()
-                kopf.info(body, reason="Scaled", message=f"{current} → {decision.replicas}: {decision.reason}")
+                kopf.info(
+                    cast(Any, body), reason="Scaled", message=f"{current} → {decision.replicas}: {decision.reason}"
+                )
                 log.info(
                     "scaled",
                     extra={
@@ -160,7 +165,7 @@ class PoolAutoscaler:
                 )
                 patch.update(lastScaleTime=now_iso(), lastScaleReason=decision.reason)
             elif decision.degraded and _condition(status, "Degraded") != "True":
-                kopf.warn(body, reason="StatsUnavailable", message=decision.reason)
+                kopf.warn(cast(Any, body), reason="StatsUnavailable", message=decision.reason)
         running = await reconcile(self.ref, spec)
         desired = int(spec.get("replicas") or 0)
         metrics.DESIRED.labels(*labels).set(desired)

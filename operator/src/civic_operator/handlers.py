@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any
 
@@ -27,7 +28,6 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     settings.networking.request_timeout = 30
     settings.networking.connect_timeout = 10
     settings.posting.level = logging.INFO
-    settings.persistence.finalizer = "workers.civic-os.org/finalizer"
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="workers.civic-os.org")
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
         prefix="workers.civic-os.org", key="last-handled-configuration"
@@ -35,10 +35,14 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     settings.execution.max_workers = 8
     memo.stats = StatsSource()
     memo.listener = InsertListener()
+    memo.autoscalers = {}
 
 
 @kopf.on.cleanup()
 async def shutdown(memo: kopf.Memo, **_: Any) -> None:
+    for scaler, task in memo.autoscalers.values():
+        scaler.stopped.set()
+        task.cancel()
     await memo.listener.close()
     await memo.stats.close()
 
@@ -54,8 +58,23 @@ async def apply(spec: kopf.Spec, name: str, namespace: str | None, uid: str, pat
     patch.status["readyReplicas"] = running["readyReplicas"]
 
 
-@kopf.daemon(*RESOURCE, cancellation_timeout=10.0)
-async def autoscale(
-    body: kopf.Body, name: str, namespace: str | None, uid: str, stopped: kopf.DaemonStopped, memo: kopf.Memo, **_: Any
+@kopf.on.event(*RESOURCE)
+async def track(
+    event: kopf.RawEvent, body: kopf.Body, name: str, namespace: str | None, uid: str, memo: kopf.Memo, **_: Any
 ) -> None:
-    await PoolAutoscaler(PoolRef(name, namespace or "default", uid), memo.stats, memo.listener).run(body, stopped)
+    """One autoscaler task per pool, fed the latest body. Not a kopf daemon on purpose: daemons put a
+    finalizer on the pool, which then cannot be deleted (or `helm uninstall`ed) without the operator."""
+    scalers: dict[str, tuple[PoolAutoscaler, asyncio.Task[None]]] = memo.autoscalers
+    gone = event.get("type") == "DELETED" or body.get("metadata", {}).get("deletionTimestamp")
+    current = scalers.get(uid)
+    if gone:
+        if current:
+            current[0].stopped.set()
+            scalers.pop(uid, None)
+        return
+    if current is None or current[1].done():
+        scaler = PoolAutoscaler(PoolRef(name, namespace or "default", uid), memo.stats, memo.listener)
+        scaler.body = dict(body)
+        scalers[uid] = (scaler, asyncio.create_task(scaler.run(), name=f"autoscale-{namespace}/{name}"))
+    else:
+        current[0].body = dict(body)
