@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any
 
@@ -20,8 +21,18 @@ def job_view(job: Any) -> JobView:
     return JobView(name=job.metadata.name, created=created, finished=finished)
 
 
+# Both the spec-change handler and the autoscaler apply a pool; in Job mode two concurrent applies
+# would each count the same Jobs and create them twice, so applies of one pool are serialised.
+_locks: dict[str, asyncio.Lock] = {}
+
+
 async def reconcile(ref: PoolRef, spec: dict[str, Any]) -> dict[str, int]:
     """Apply the pool's spec; returns {"replicas": ..., "readyReplicas": ...} of what runs now."""
+    async with _locks.setdefault(ref.uid, asyncio.Lock()):
+        return await _reconcile(ref, spec)
+
+
+async def _reconcile(ref: PoolRef, spec: dict[str, Any]) -> dict[str, int]:
     if spec.get("mode", "Deployment") == "Job":
         await kube.delete_deployment(ref.namespace, manifests.object_name(ref.name))
         return await reconcile_jobs(ref, spec)
