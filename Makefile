@@ -6,14 +6,18 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 export CIVIC_CACHE ?= $(HOME)/.cache/civic-workers
-APT_PACKAGES := postgresql postgresql-contrib poppler-utils
+# PostgreSQL (tests start their own servers), libvips + poppler (thumbnails), Docker + debootstrap
+# (the images tier builds its base image locally: nothing can be pulled here).
+APT_PACKAGES := postgresql postgresql-contrib poppler-utils libvips42 docker.io debootstrap
 
-.PHONY: help deps venv lint test test-fast test-integration test-compat bench run clean
+.PHONY: help deps venv lint prepare test test-fast test-integration test-compat test-cluster test-images \
+	bench run demo clean
 
 help:
 	@echo "make test        install what is missing, lint, run every test tier"
 	@echo "make test-fast   lint + unit tests (seconds)"
-	@echo "make run         local PostgreSQL + migrations + a runner on the default queues"
+	@echo "make demo        all of it live: PostgreSQL, S3, local Kubernetes, chart, operator, a burst of uploads"
+	@echo "make run         local PostgreSQL + migrations + one runner (no Kubernetes)"
 	@echo "make bench       benchmarks (results go to bench/RESULTS.md by hand)"
 
 deps:
@@ -43,12 +47,31 @@ test-integration: deps venv
 test-compat: deps venv
 	$(BIN)/pytest -m "compat" -q
 
-# Every tier. Tests start the servers they need themselves.
-test: deps venv lint
+# Long builds, cached under $(CIVIC_CACHE) by version, done before pytest (whose per-test timeout
+# would not fit a first build): River's CLI and Go interop program, Kubernetes + etcd + kwok + helm
+# from Go modules (~11 min on 2 cores the first time), the Docker engine, base image and both images.
+prepare: deps venv
+	@echo "== River CLI and Go interop program"; scripts/river/install-cli.sh >/dev/null && tests/interop/go/build.sh >/dev/null
+	@echo "== Kubernetes control plane binaries"; scripts/k8s/build-binaries.sh >/dev/null
+	@echo "== Docker engine, base image, images"; scripts/docker/ensure-docker.sh && scripts/docker/base-image.sh && scripts/docker/build-images.sh
+
+test-cluster: prepare
+	$(BIN)/pytest -m cluster -q
+
+test-images: prepare
+	$(BIN)/pytest -m images -q
+
+# Every tier. Tests start the servers they need themselves (PostgreSQL, S3, the local control plane).
+test: prepare lint
 	$(BIN)/pytest -q
 
 bench: deps venv
 	$(BIN)/python -m bench.run_all
+
+demo: deps venv
+	@echo "== Kubernetes control plane binaries (first run: ~11 min, progress below; cached after)"
+	scripts/k8s/build-binaries.sh >/dev/null
+	$(BIN)/python scripts/demo.py
 
 run: deps venv
 	$(BIN)/python scripts/localdb.py start

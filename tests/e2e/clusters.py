@@ -38,6 +38,7 @@ class Cluster(Protocol):
     def database_url_for_pods(self, url: str) -> str: ...
     def pod_processes(self, namespace: str, selector: str, log_dir: Path) -> contextlib.AbstractContextManager[Any]: ...
     def operator_kubeconfig(self, namespace: str, tmp: Path) -> Path: ...
+    def token_kubeconfig(self, namespace: str, service_account: str, path: Path) -> Path: ...
     def restart_apiserver(self) -> None: ...
 
 
@@ -98,18 +99,22 @@ class _Common:
         self.kubectl("apply", "-n", namespace, "-f", "-", input=self.operator_rbac(namespace))
         accounts = json.loads(self.kubectl("get", "serviceaccounts", "-n", namespace, "-o", "json"))["items"]
         sa = next(a["metadata"]["name"] for a in accounts if "operator" in a["metadata"]["name"])
-        token = self.kubectl("create", "token", sa, "-n", namespace, "--duration", "2h").strip()
+        return self.token_kubeconfig(namespace, sa, tmp / "operator.kubeconfig")
+
+    def token_kubeconfig(self, namespace: str, service_account: str, path: Path) -> Path:
+        """A kubeconfig that authenticates as the ServiceAccount (a bound token), not as the admin."""
+        token = self.kubectl("create", "token", service_account, "-n", namespace, "--duration", "8h").strip()
         admin = yaml.safe_load(self.kubeconfig.read_text())
         cluster_entry = admin["clusters"][0]
+        user = f"system:serviceaccount:{namespace}:{service_account}"
         config = {
             "apiVersion": "v1",
             "kind": "Config",
-            "clusters": [{"name": "e2e", "cluster": cluster_entry["cluster"]}],
-            "users": [{"name": sa, "user": {"token": token}}],
-            "contexts": [{"name": "e2e", "context": {"cluster": "e2e", "user": sa, "namespace": namespace}}],
-            "current-context": "e2e",
+            "clusters": [{"name": "cluster", "cluster": cluster_entry["cluster"]}],
+            "users": [{"name": user, "user": {"token": token}}],
+            "contexts": [{"name": "sa", "context": {"cluster": "cluster", "user": user, "namespace": namespace}}],
+            "current-context": "sa",
         }
-        path = tmp / "operator.kubeconfig"
         path.write_text(yaml.safe_dump(config))
         return path
 
