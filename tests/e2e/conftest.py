@@ -38,8 +38,15 @@ def cluster(request: pytest.FixtureRequest) -> Iterator[Cluster]:
 
 
 @pytest.fixture(scope="session")
-def e2e_pg() -> Iterator[PostgresServer]:
-    server = PostgresServer(settings={"listen_addresses": "'*'"})
+def e2e_pg(request: pytest.FixtureRequest) -> Iterator[PostgresServer]:
+    if request.config.getoption("--cluster") == "kind":
+        # Real pods connect from the kind network: listen beyond loopback and trust that network only.
+        server = PostgresServer(settings={"listen_addresses": "'*'"})
+        server.init()
+        with open(server.data / "pg_hba.conf", "a") as f:
+            f.write("host all all 172.16.0.0/12 trust\n")
+    else:
+        server = PostgresServer()
     server.start()
     yield server
     server.destroy()
