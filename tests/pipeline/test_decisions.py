@@ -482,3 +482,21 @@ def test_heic_fallback_decisions() -> None:
     assert not heic.needs_external_decoder("VipsJpeg: Premature end of input file")
     assert heic.command("a.heic", "b.jpg", 256, None) == ["heif-convert", "--quiet", "-q", "92", "a.heic", "b.jpg"]
     assert heic.command("a", "b", 256, "/usr/bin/prlimit")[:3] == ["/usr/bin/prlimit", f"--as={256 << 20}", "--"]
+
+
+@pytest.mark.parametrize(
+    ("w", "h", "box", "fit", "factor"),
+    [
+        (4000, 3000, 800, C.Fit.PAD, 4),  # 1000x750, then 800x600
+        (8660, 5773, 800, C.Fit.PAD, 8),  # 1083x722
+        (8660, 5773, 150, C.Fit.PAD, 8),  # never more than libjpeg's 8
+        (1600, 1200, 800, C.Fit.PAD, 2),
+        (1599, 1200, 800, C.Fit.PAD, 1),  # 2 would leave 799 px
+        (800, 600, 800, C.Fit.PAD, 1),
+        (4000, 1000, 800, C.Fit.CROP, 1),  # crop keeps the short side >= 800
+        (4000, 3000, 800, C.Fit.CROP, 2),
+        (3000, 4000, 800, C.Fit.INSIDE, 4),
+    ],
+)
+def test_jpeg_shrink_on_load(w: int, h: int, box: int, fit: C.Fit, factor: int) -> None:
+    assert P.jpeg_shrink(w, h, box, fit) == factor

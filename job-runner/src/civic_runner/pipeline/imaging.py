@@ -16,7 +16,7 @@ import pyvips
 from civic_runner.pipeline import heic
 from civic_runner.pipeline.config import Fit, ThumbnailSettings
 from civic_runner.pipeline.errors import InputError
-from civic_runner.pipeline.plan import Target, canvas, pixel_problem, targets
+from civic_runner.pipeline.plan import Target, canvas, jpeg_shrink, pixel_problem, targets
 
 log = logging.getLogger("civic_runner.pipeline.imaging")
 
@@ -152,16 +152,28 @@ class _NeedsHeifConvert(Exception):
     pass
 
 
-def _render_image(data: bytes, settings: ThumbnailSettings, cascade: bool) -> list[Rendered]:
-    open_header(data, settings)
+def _first_thumbnail(data: bytes, head: pyvips.Image, target: Target, settings: ThumbnailSettings) -> pyvips.Image:
+    opts = _thumb_options(target, settings)
     load_opts = f"fail_on={settings.fail_on.value}"  # thumbnail_buffer's own fail_on is ignored by libvips 8.14
+    shrink = jpeg_shrink(head.width, head.height, target.box, settings.fit)
+    if str(head.get("vips-loader")).startswith("jpegload") and shrink > 1:
+        # Our own shrink-on-load (see plan.jpeg_shrink); thumbnail_image still applies EXIF orientation.
+        image = pyvips.Image.new_from_buffer(
+            data, "", shrink=shrink, access="sequential", fail_on=settings.fail_on.value
+        )
+        return image.thumbnail_image(target.box, **opts)
+    return pyvips.Image.thumbnail_buffer(data, target.box, option_string=load_opts, **opts)
+
+
+def _render_image(data: bytes, settings: ThumbnailSettings, cascade: bool) -> list[Rendered]:
+    head = open_header(data, settings)
     out: list[Rendered] = []
     previous: pyvips.Image | None = None
     try:
         for target in targets(settings):
             opts = _thumb_options(target, settings)
             if previous is None or not cascade:
-                thumb = pyvips.Image.thumbnail_buffer(data, target.box, option_string=load_opts, **opts)
+                thumb = _first_thumbnail(data, head, target, settings)
             else:
                 thumb = previous.thumbnail_image(target.box, **opts)
             if cascade:
