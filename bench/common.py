@@ -52,6 +52,18 @@ def insert_noop(url: str, n: int, queue: str = "default") -> None:
         conn.execute("VACUUM ANALYZE metadata.river_job")
 
 
+def runner_env(url: str) -> dict[str, str]:
+    """Environment of a benchmarked `civic-runner run`: the no-op kind, quiet logs, no HTTP port."""
+    return {
+        **os.environ,
+        "DATABASE_URL": url,
+        "CIVIC_KINDS_MODULES": "bench.kinds",
+        "PYTHONPATH": str(ROOT),
+        "LOG_LEVEL": "WARNING",
+        "CIVIC_HTTP_PORT": "0",
+    }
+
+
 def count_state(url: str, state: str) -> int:
     with psycopg.connect(url, autocommit=True) as conn:
         row = conn.execute("SELECT count(*) FROM metadata.river_job WHERE state = %s", (state,)).fetchone()

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import subprocess
 import sys
 import time
@@ -19,18 +18,11 @@ from pathlib import Path
 
 import psycopg
 
-from bench.common import ROOT, fresh_db, log, machine, start_postgres
+from bench.common import ROOT, fresh_db, log, machine, runner_env, start_postgres
 
 
 def run(url: str, rate: float, seconds: float) -> dict[str, float]:
-    env = {
-        **os.environ,
-        "DATABASE_URL": url,
-        "CIVIC_KINDS_MODULES": "bench.kinds",
-        "PYTHONPATH": str(ROOT),
-        "LOG_LEVEL": "WARNING",
-        "CIVIC_HTTP_PORT": "0",
-    }
+    env = runner_env(url)
     runner = subprocess.Popen([sys.executable, "-m", "civic_runner.cli", "run", "--queues", "default=50"], env=env)
     try:
         time.sleep(3)  # let it connect and LISTEN

@@ -18,19 +18,12 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench.common import ROOT, count_state, fresh_db, insert_noop, log, machine, start_postgres
+from bench.common import ROOT, count_state, fresh_db, insert_noop, log, machine, runner_env, start_postgres
 
 
 def bench_ours(url: str, n: int, procs: int, concurrency: int) -> float:
     insert_noop(url, n)
-    env = {
-        **os.environ,
-        "DATABASE_URL": url,
-        "CIVIC_KINDS_MODULES": "bench.kinds",
-        "PYTHONPATH": str(ROOT),
-        "LOG_LEVEL": "WARNING",
-        "CIVIC_HTTP_PORT": "0",
-    }
+    env = runner_env(url)
     t0 = time.perf_counter()
     runners = [
         subprocess.Popen(
