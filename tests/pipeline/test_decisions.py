@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 
+import psycopg
 import pytest
 from civic_runner.errors import PermanentError
 from civic_runner.executor import STOP_REMOTE_CANCEL, STOP_SHUTDOWN, STOP_TIMEOUT
@@ -469,6 +470,8 @@ def test_retry_messages() -> None:
     assert retry_message("Storage is down.", 25, 25) == ("failed", "Storage is down. Gave up after 25 attempts.")
     assert "could not reach" in transient_message(StorageUnavailable("Downloading failed: could not reach x"))
     assert "Unexpected error (KeyError" in transient_message(KeyError("k"))
+    db_down = transient_message(psycopg.OperationalError("connection refused\n\tIs the server running?"))
+    assert db_down == "The database could not be reached or failed (OperationalError: connection refused)."
     assert "longer than the job timeout (60 s)" in stop_message(STOP_TIMEOUT, 60.0)
     assert "shut down" in stop_message(STOP_SHUTDOWN, None)
     assert "cancelled" in stop_message(STOP_REMOTE_CANCEL, None)

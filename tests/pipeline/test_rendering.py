@@ -57,13 +57,24 @@ def test_background_is_configurable() -> None:
     assert all(v < 8 for v in pixel(small, 0.5, 0.02))
 
 
-def test_exif_orientation_applied_and_metadata_stripped() -> None:
-    # Left half red, right half blue, orientation 6 (rotate 90 degrees clockwise): red ends on top.
-    for r in imaging.render_image(corpus.two_colour_jpeg(400, 200, orientation=6), ThumbnailSettings(fit=Fit.INSIDE)):
+@pytest.mark.parametrize("width", [400, 3200])  # 3200: through our own JPEG shrink-on-load
+@pytest.mark.parametrize(("orientation", "red_at"), [(1, "left"), (3, "right"), (6, "top"), (8, "bottom")])
+def test_exif_orientation_applied_and_metadata_stripped(width: int, orientation: int, red_at: str) -> None:
+    # Left half red, right half blue; 6 means "rotate 90 degrees clockwise to display": red ends on top.
+    data = corpus.two_colour_jpeg(width, width // 2, orientation=orientation)
+    for r in imaging.render_image(data, ThumbnailSettings(fit=Fit.INSIDE)):
         img = decode(r.data)
-        assert img.height == 2 * img.width, r.name
-        top, bottom = pixel(img, 0.5, 0.25), pixel(img, 0.5, 0.75)
-        assert top[0] > 200 and top[2] < 50 and bottom[2] > 200 and bottom[0] < 50, (r.name, top, bottom)
+        portrait = red_at in ("top", "bottom")
+        assert (img.height > img.width) is portrait, (r.name, img.width, img.height)
+        points = {
+            "top": (0.5, 0.25),
+            "bottom": (0.5, 0.75),
+            "left": (0.25, 0.5),
+            "right": (0.75, 0.5),
+        }
+        opposite = {"top": "bottom", "bottom": "top", "left": "right", "right": "left"}[red_at]
+        red, blue = pixel(img, *points[red_at]), pixel(img, *points[opposite])
+        assert red[0] > 200 and red[2] < 50 and blue[2] > 200 and blue[0] < 50, (r.name, red, blue)
         assert not [f for f in img.get_fields() if f.startswith(("exif", "icc", "xmp", "iptc", "orientation"))]
 
 
