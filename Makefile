@@ -6,9 +6,10 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 export CIVIC_CACHE ?= $(HOME)/.cache/civic-workers
-# PostgreSQL (tests start their own servers), libvips + poppler (thumbnails), Docker + debootstrap
+# PostgreSQL (tests start their own servers), poppler + heif-convert (thumbnails; libvips comes from
+# the pyvips[binary] wheel, the build sharp bundles), Docker + debootstrap
 # (the images tier builds its base image locally: nothing can be pulled here).
-APT_PACKAGES := postgresql postgresql-contrib poppler-utils libvips42 docker.io debootstrap
+APT_PACKAGES := postgresql postgresql-contrib poppler-utils libheif-examples docker.io debootstrap
 
 .PHONY: help deps venv lint prepare test test-fast test-integration test-compat test-cluster test-images \
 	bench run demo clean

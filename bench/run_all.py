@@ -8,6 +8,9 @@ import sys
 SUITES = [
     ["bench.throughput"],
     ["bench.latency"],
+    ["bench.operator_stats"],
+    ["bench.thumbnails"],  # needs node + npm: runs `npm ci` in bench/sharp by itself
+    ["bench.presign"],
 ]
 
 

@@ -142,6 +142,7 @@ class RunnerProcess:
             "CIVIC_KINDS_MODULES": "tests.support.kinds",
             "PYTHONPATH": str(ROOT),
             "CIVIC_HTTP_PORT": "0",
+            "CIVIC_QUEUES": "default=10",
             **(env or {}),
         }
         self.args = args

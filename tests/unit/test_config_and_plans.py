@@ -89,3 +89,9 @@ def test_plan_rescue(row: dict, state: str) -> None:
     got, at = plan_rescue(row, {"k"}, NOW, random.Random(0))
     assert got == state
     assert (at is not None) == (state == "retryable")
+
+
+def test_civic_os_thumbnail_workers_setting() -> None:
+    assert from_env({"THUMBNAIL_MAX_WORKERS": "5"})["queues"] == "s3_signer=20,thumbnails=5"
+    assert from_env({"THUMBNAIL_MAX_WORKERS": "5", "CIVIC_QUEUES": "a=1"})["queues"] == "a=1"
+    assert parse_queues(from_env({})["queues"]) == {"s3_signer": 20, "thumbnails": 3}

@@ -7,6 +7,7 @@ import asyncio
 import importlib
 import json
 import logging
+import os
 import sys
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -119,6 +120,9 @@ def _dump(obj: Any) -> str:
 
 def cmd_run(args: argparse.Namespace) -> int:
     cfg = RunnerConfig.from_values(vars(args))
+    # Kinds modules read their settings from the environment: give them the flags' values too.
+    os.environ["DATABASE_URL"] = cfg.database_url
+    os.environ["RIVER_SCHEMA"] = cfg.schema
     for module in filter(None, (m.strip() for m in cfg.kinds_modules.split(","))):
         importlib.import_module(module)
     if not default_registry.kinds():

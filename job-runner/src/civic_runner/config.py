@@ -32,7 +32,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "queues",
         ("CIVIC_QUEUES",),
-        "default=10",
+        "s3_signer=20,thumbnails=3",
         "queues to work and their concurrency, e.g. 's3_signer=20,thumbnails=3'",
     ),
     Setting(
@@ -79,7 +79,12 @@ SETTINGS: tuple[Setting, ...] = (
         "discarded_retention", ("CIVIC_DISCARDED_RETENTION",), 604800.0, "keep discarded jobs (s; <0 forever)", float
     ),
     Setting("elect_interval", ("CIVIC_ELECT_INTERVAL",), 5.0, "seconds between leader (re)elections", float),
-    Setting("kinds_modules", ("CIVIC_KINDS_MODULES",), "", "comma-separated modules that register job kinds"),
+    Setting(
+        "kinds_modules",
+        ("CIVIC_KINDS_MODULES",),
+        "civic_runner.pipeline",
+        "comma-separated modules that register job kinds (default: the file pipeline's s3_presign, thumbnail_generate)",
+    ),
 )
 
 
@@ -103,6 +108,9 @@ def convert(setting: Setting, raw: Any) -> Any:
 def from_env(env: dict[str, str] | None = None) -> dict[str, Any]:
     env = dict(os.environ) if env is None else env
     values: dict[str, Any] = {}
+    if not env.get("CIVIC_QUEUES") and env.get("THUMBNAIL_MAX_WORKERS"):
+        # Civic OS's Go worker sizes the thumbnails queue with THUMBNAIL_MAX_WORKERS (s3_signer: 20).
+        env = {**env, "CIVIC_QUEUES": f"s3_signer=20,thumbnails={int(env['THUMBNAIL_MAX_WORKERS'])}"}
     for s in SETTINGS:
         raw: Any = s.default
         for name in s.env:
@@ -146,7 +154,7 @@ def default_client_id(host: str | None = None, now: datetime | None = None) -> s
 class RunnerConfig:
     database_url: str = DEFAULT_DATABASE_URL
     schema: str = "metadata"
-    queues: dict[str, int] = field(default_factory=lambda: {"default": 10})
+    queues: dict[str, int] = field(default_factory=lambda: {"s3_signer": 20, "thumbnails": 3})
     client_id: str = ""
     db_max_conns: int = 4
     poll_only: bool = False
@@ -168,7 +176,7 @@ class RunnerConfig:
     cancelled_retention: float = 86400.0
     discarded_retention: float = 604800.0
     elect_interval: float = 5.0
-    kinds_modules: str = ""
+    kinds_modules: str = "civic_runner.pipeline"
 
     @classmethod
     def from_values(cls, values: dict[str, Any]) -> RunnerConfig:
