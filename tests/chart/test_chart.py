@@ -195,13 +195,8 @@ def test_validator_rejects_what_it_should(tools: dict[str, str], crd_schema_dir:
 # --- what the values promise ----------------------------------------------------------------------
 
 
-def hook(d: dict[str, Any]) -> str:
-    return str((d["metadata"].get("annotations") or {}).get("helm.sh/hook", ""))
-
-
-def by_kind(rendered: list[dict[str, Any]], kind: str, pre_delete: bool = False) -> list[dict[str, Any]]:
-    """Objects of one kind; those of the pre-delete cleanup hook only when asked for."""
-    return [d for d in rendered if d["kind"] == kind and (hook(d) == "pre-delete") == pre_delete]
+def by_kind(rendered: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
+    return [d for d in rendered if d["kind"] == kind]
 
 
 def operator_container(rendered: list[dict[str, Any]]) -> dict[str, Any]:
@@ -259,16 +254,8 @@ def test_namespaced_rbac_by_default(tools: dict[str, str]) -> None:
             assert grants(role["rules"], *need), f"Role lacks {need}"
         assert grants(role["rules"], "kopf.dev", "kopfpeerings", "patch")
         assert not grants(role["rules"], "", "pods", "list")
-    # The only cluster-scoped rights: read CRDs and namespaces (kopf's discovery).
-    (cluster_role,) = by_kind(rendered, "ClusterRole")
-    assert cluster_role["rules"] == [
-        {
-            "apiGroups": ["apiextensions.k8s.io"],
-            "resources": ["customresourcedefinitions"],
-            "verbs": ["get", "list", "watch"],
-        },
-        {"apiGroups": [""], "resources": ["namespaces"], "verbs": ["get", "list", "watch"]},
-    ]
+    # Nothing at cluster scope.
+    assert not by_kind(rendered, "ClusterRole") and not by_kind(rendered, "ClusterRoleBinding")
     peerings = {p["metadata"]["namespace"] for p in by_kind(rendered, "KopfPeering")}
     assert peerings == set(roles)
     env = env_of(operator_container(rendered))
@@ -286,6 +273,8 @@ def test_cluster_wide_rbac(tools: dict[str, str]) -> None:
     for need in OPERATOR_NEEDS:
         assert grants(main["rules"], *need), f"ClusterRole lacks {need}"
     assert grants(main["rules"], "kopf.dev", "clusterkopfpeerings", "patch")
+    assert grants(main["rules"], "apiextensions.k8s.io", "customresourcedefinitions", "watch")
+    assert set(roles) == {main["metadata"]["name"]}
     assert grants(main["rules"], "", "pods", "watch")
     (peering,) = by_kind(rendered, "ClusterKopfPeering")
     assert peering["metadata"]["name"] == "civic-operator"
@@ -360,28 +349,6 @@ def test_default_pools(tools: dict[str, str]) -> None:
     assert jobs["thumbnails"]["autoscaling"]["scaleDown"] == {"stabilizationWindowSeconds": 120}
 
 
-def test_pools_cleanup_hook(tools: dict[str, str]) -> None:
-    """Pools carry the operator's finalizer: a pre-delete hook removes them while the operator still runs."""
-    assert not by_kind(docs(render(tools, "-f", str(HERE / "values-defaults.yaml")).stdout), "Job", pre_delete=True)
-    rendered = docs(render(tools, "-f", str(HERE / "values-pools.yaml")).stdout)
-    (job,) = by_kind(rendered, "Job", pre_delete=True)
-    (role,) = by_kind(rendered, "Role", pre_delete=True)
-    (sa,) = by_kind(rendered, "ServiceAccount", pre_delete=True)
-    assert role["rules"] == [
-        {"apiGroups": ["workers.civic-os.org"], "resources": ["civicworkerpools"], "verbs": ["list", "delete", "patch"]}
-    ]
-    pod = job["spec"]["template"]["spec"]
-    assert pod["serviceAccountName"] == sa["metadata"]["name"]
-    assert pod["containers"][0]["image"] == "civic-operator:dev"
-    env = env_of(pod["containers"][0])
-    assert env["SELECTOR"] == f"app.kubernetes.io/instance={RELEASE},app.kubernetes.io/component=pool"
-    for pool in by_kind(rendered, "CivicWorkerPool"):
-        labels = pool["metadata"]["labels"]
-        assert labels["app.kubernetes.io/instance"] == RELEASE and labels["app.kubernetes.io/component"] == "pool"
-    weights = {d["kind"]: int(d["metadata"]["annotations"]["helm.sh/hook-weight"]) for d in (job, role, sa)}
-    assert weights["ServiceAccount"] < weights["Job"] and weights["Role"] < weights["Job"]
-
-
 def test_monitoring_objects(tools: dict[str, str]) -> None:
     off = docs(render(tools, "-f", str(HERE / "values-defaults.yaml")).stdout)
     assert not by_kind(off, "ServiceMonitor") and not by_kind(off, "PodMonitor")
@@ -439,7 +406,7 @@ def test_operator_elsewhere(tools: dict[str, str]) -> None:
     """operator.enabled false: the rights and peering for an operator run outside the chart, nothing else."""
     out = render(tools, "--set", "operator.enabled=false", "--set", "migrations.enabled=false").stdout
     kinds = sorted(d["kind"] for d in docs(out))
-    assert kinds == ["ClusterRole", "ClusterRoleBinding", "KopfPeering", "Role", "RoleBinding", "ServiceAccount"]
+    assert kinds == ["KopfPeering", "Role", "RoleBinding", "ServiceAccount"]
 
 
 def test_database_secret_is_required(tools: dict[str, str]) -> None:
