@@ -54,6 +54,7 @@ test-compat: deps venv
 prepare: deps venv
 	@echo "== River CLI and Go interop program"; scripts/river/install-cli.sh >/dev/null && tests/interop/go/build.sh >/dev/null
 	@echo "== Kubernetes control plane binaries"; scripts/k8s/build-binaries.sh >/dev/null
+	@echo "== helm, kubeconform and Kubernetes schemas"; tests/chart/install-tools.sh >/dev/null
 	@echo "== Docker engine, base image, images"; scripts/docker/ensure-docker.sh && scripts/docker/base-image.sh && scripts/docker/build-images.sh
 
 test-cluster: prepare
