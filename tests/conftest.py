@@ -37,6 +37,8 @@ def db_url(pg_server: PostgresServer) -> str:
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption(
-        "--cluster", default=os.environ.get("CIVIC_E2E_CLUSTER", "local"), choices=["local", "kind"],
+        "--cluster",
+        default=os.environ.get("CIVIC_E2E_CLUSTER", "local"),
+        choices=["local", "kind"],
         help="cluster for the e2e tier: local (kwokctl binary runtime, default) or kind (needs Docker)",
     )
