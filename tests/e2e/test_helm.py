@@ -23,20 +23,25 @@ def test_helm_install_upgrade_uninstall(
     }
     (tmp_path / "values.yaml").write_text(yaml.safe_dump(values))
     release = namespace  # cluster-scoped objects (ClusterRoles) are named after the release
-    # The pre-install hook Job's pod runs `civic-runner migrate` for real (a process, on kwok).
-    with cluster.pod_processes(namespace, "app.kubernetes.io/component=migrations", tmp_path):
-        cluster.helm(
-            "install",
-            release,
-            str(CHART),
-            "-n",
-            namespace,
-            "-f",
-            str(tmp_path / "values.yaml"),
-            "--wait",
-            "--timeout",
-            "180s",
-        )
+
+    def helm_with_hook(verb: str, *extra: str) -> None:
+        # The pre-install/pre-upgrade hook Job's pod runs `civic-runner migrate` for real (a process, on kwok).
+        with cluster.pod_processes(namespace, "app.kubernetes.io/component=migrations", tmp_path):
+            cluster.helm(
+                verb,
+                release,
+                str(CHART),
+                "-n",
+                namespace,
+                "-f",
+                str(tmp_path / "values.yaml"),
+                *extra,
+                "--wait",
+                "--timeout",
+                "180s",
+            )
+
+    helm_with_hook("install")
     assert query(url, "SELECT max(version) FROM metadata.river_migration WHERE line = 'main'") == [(7,)]
     assert query(url, "SELECT max(version) FROM metadata.river_migration WHERE line = 'civic_files'") == [(2,)]
     deploys = json.loads(cluster.kubectl("get", "deploy", "-n", namespace, "-o", "json"))["items"]
@@ -53,21 +58,7 @@ def test_helm_install_upgrade_uninstall(
     on_disk = yaml.safe_load((CHART.parent.parent / "crds" / "civicworkerpool.yaml").read_text())
     assert crd["spec"]["versions"][0]["schema"] == on_disk["spec"]["versions"][0]["schema"]
     # Upgrade (hook runs again: migrations are idempotent), then uninstall.
-    with cluster.pod_processes(namespace, "app.kubernetes.io/component=migrations", tmp_path):
-        cluster.helm(
-            "upgrade",
-            release,
-            str(CHART),
-            "-n",
-            namespace,
-            "-f",
-            str(tmp_path / "values.yaml"),
-            "--set",
-            "operator.logLevel=DEBUG",
-            "--wait",
-            "--timeout",
-            "180s",
-        )
+    helm_with_hook("upgrade", "--set", "operator.logLevel=DEBUG")
     cluster.helm("uninstall", release, "-n", namespace, "--wait", "--timeout", "120s")
     left = cluster.kubectl("get", "deploy,cwp", "-n", namespace, "-o", "name")
     assert "operator" not in left and "civicworkerpool" not in left, left
