@@ -32,6 +32,14 @@ def running_pods(cluster: Cluster, ns: str, name: str) -> int:
     return len(out.split())
 
 
+def apply_pool(cluster: Cluster, ns: str, name: str, **spec: Any) -> None:
+    cluster.kubectl("apply", "-f", "-", input=pool_manifest(name, ns, **spec))
+
+
+def desired(cluster: Cluster, ns: str, name: str) -> int:
+    return int(pool(cluster, ns, name)["spec"].get("replicas") or 0)
+
+
 def test_invalid_pools_are_rejected_with_clear_messages(cluster: Cluster, namespace: str) -> None:
     cases = {
         "no queue": ({"queues": []}, "should have at least 1 items"),
@@ -50,7 +58,7 @@ def test_invalid_pools_are_rejected_with_clear_messages(cluster: Cluster, namesp
     }
     for what, (spec, message) in cases.items():
         with pytest.raises(Exception) as refused:  # noqa: PT011 - the API server's refusal, checked below
-            cluster.kubectl("apply", "-f", "-", input=pool_manifest("bad", namespace, **spec))
+            apply_pool(cluster, namespace, "bad", **spec)
         assert message in str(refused.value), f"{what}: {refused.value}"
     assert "bad" not in cluster.kubectl("get", "cwp", "-n", namespace, "-o", "name")
 
@@ -58,9 +66,7 @@ def test_invalid_pools_are_rejected_with_clear_messages(cluster: Cluster, namesp
 def test_pool_lifecycle_and_printer_columns(
     cluster: Cluster, namespace: str, database: str, operator: OperatorProcess
 ) -> None:
-    cluster.kubectl(
-        "apply", "-f", "-", input=pool_manifest("web", namespace, autoscaling={"enabled": False}, replicas=2)
-    )
+    apply_pool(cluster, namespace, "web", autoscaling={"enabled": False}, replicas=2)
     wait_until(lambda: deployment_replicas(cluster, namespace, "web") == 2, 20, "deployment created")
     dep = json.loads(cluster.kubectl("get", "deploy", "web-runner", "-n", namespace, "-o", "json"))
     owner = dep["metadata"]["ownerReferences"][0]
@@ -92,13 +98,13 @@ def test_burst_scales_up_drains_and_scales_back(
             "scaleDown": {"stabilizationWindowSeconds": 8, "periodSeconds": 1},
         },
     }
-    cluster.kubectl("apply", "-f", "-", input=pool_manifest("burst", namespace, **spec))
+    apply_pool(cluster, namespace, "burst", **spec)
     with cluster.pod_processes(namespace, f"{SELECTOR}=burst", tmp_path) as pods:
         wait_until(lambda: running_pods(cluster, namespace, "burst") == 1, 30, "one pod at minReplicas")
         t0 = time.monotonic()
         insert(database, "record", {"sleep": 0.05}, count=2000, queue="e2e")
         wait_until(
-            lambda: (pool(cluster, namespace, "burst")["spec"].get("replicas") or 0) > 1,
+            lambda: desired(cluster, namespace, "burst") > 1,
             2.0,
             "spec.replicas rises within 2 s",
         )
@@ -129,9 +135,7 @@ def test_burst_scales_up_drains_and_scales_back(
 def test_scale_from_zero_within_a_second(
     cluster: Cluster, namespace: str, database: str, operator: OperatorProcess
 ) -> None:
-    cluster.kubectl(
-        "apply", "-f", "-", input=pool_manifest("zero", namespace, autoscaling={"minReplicas": 0, "pollSeconds": 30})
-    )
+    apply_pool(cluster, namespace, "zero", autoscaling={"minReplicas": 0, "pollSeconds": 30})
     wait_until(lambda: deployment_replicas(cluster, namespace, "zero") == 0, 20, "deployment at zero")
     wait_until(lambda: "listening for inserts" in operator.log(), 20, "operator listening")
     t0 = time.monotonic()
@@ -149,14 +153,9 @@ def test_scale_from_zero_within_a_second(
 def test_database_unreachable_degrades_and_keeps_replicas(
     cluster: Cluster, namespace: str, database: str, operator: OperatorProcess
 ) -> None:
-    cluster.kubectl(
-        "apply",
-        "-f",
-        "-",
-        input=pool_manifest("deg", namespace, autoscaling={"minReplicas": 0, "pollSeconds": 1, "cooldownSeconds": 1}),
-    )
+    apply_pool(cluster, namespace, "deg", autoscaling={"minReplicas": 0, "pollSeconds": 1, "cooldownSeconds": 1})
     insert(database, "sleep", {"seconds": 60}, count=30, queue="e2e")
-    wait_until(lambda: (pool(cluster, namespace, "deg")["spec"].get("replicas") or 0) >= 3, 20, "scaled up")
+    wait_until(lambda: desired(cluster, namespace, "deg") >= 3, 20, "scaled up")
     before = pool(cluster, namespace, "deg")["spec"]["replicas"]
     cluster.create_secret(namespace, "db", {"DATABASE_URL": "postgresql://nobody@127.0.0.1:1/none"})
 
@@ -176,14 +175,9 @@ def test_database_unreachable_degrades_and_keeps_replicas(
 def test_operator_restart_converges(
     cluster: Cluster, namespace: str, database: str, operator: OperatorProcess, tmp_path: Path
 ) -> None:
-    cluster.kubectl(
-        "apply",
-        "-f",
-        "-",
-        input=pool_manifest("restart", namespace, autoscaling={"minReplicas": 0, "maxReplicas": 5, "pollSeconds": 1}),
-    )
+    apply_pool(cluster, namespace, "restart", autoscaling={"minReplicas": 0, "maxReplicas": 5, "pollSeconds": 1})
     insert(database, "sleep", {"seconds": 120}, count=30, queue="e2e")
-    wait_until(lambda: (pool(cluster, namespace, "restart")["spec"].get("replicas") or 0) >= 3, 20, "scaling up")
+    wait_until(lambda: desired(cluster, namespace, "restart") >= 3, 20, "scaling up")
     operator.kill()
     insert(database, "sleep", {"seconds": 120}, count=100, queue="e2e")
     operator.start()
@@ -194,12 +188,7 @@ def test_operator_restart_converges(
 def test_apiserver_restart_operator_recovers(
     cluster: Cluster, namespace: str, database: str, operator: OperatorProcess
 ) -> None:
-    cluster.kubectl(
-        "apply",
-        "-f",
-        "-",
-        input=pool_manifest("api", namespace, autoscaling={"minReplicas": 0, "maxReplicas": 4, "pollSeconds": 1}),
-    )
+    apply_pool(cluster, namespace, "api", autoscaling={"minReplicas": 0, "maxReplicas": 4, "pollSeconds": 1})
     wait_until(lambda: deployment_replicas(cluster, namespace, "api") == 0, 20, "deployment created")
     cluster.restart_apiserver()
     insert(database, "sleep", {"seconds": 120}, count=35, queue="e2e")
@@ -222,7 +211,7 @@ def test_job_mode_creates_jobs_as_needed(
             "scaleDown": {"stabilizationWindowSeconds": 2},
         },
     }
-    cluster.kubectl("apply", "-f", "-", input=pool_manifest("jobs", namespace, **spec))
+    apply_pool(cluster, namespace, "jobs", **spec)
     with cluster.pod_processes(namespace, f"{SELECTOR}=jobs", tmp_path):
         insert(database, "record", {"sleep": 0.02}, count=300, queue="e2e")
         wait_until(

@@ -166,6 +166,8 @@ class PoolAutoscaler:
                 patch.update(lastScaleTime=now_iso(), lastScaleReason=decision.reason)
             elif decision.degraded and _condition(status, "Degraded") != "True":
                 kopf.warn(cast(Any, body), reason="StatsUnavailable", message=decision.reason)
+        # Applied every round, not only on a change: it restores hand-edited Deployments, and in Job mode it
+        # starts the next Jobs as earlier ones finish. A no-op server-side apply is cheap.
         running = await reconcile(self.ref, spec)
         desired = int(spec.get("replicas") or 0)
         metrics.DESIRED.labels(*labels).set(desired)
