@@ -79,6 +79,9 @@ class PoolAutoscaler:
 
     async def run(self) -> None:
         while not self.stopped.is_set():
+            # Cleared before measuring, not after: an insert announced while this round runs may come
+            # after its stats query, and must start another round rather than wait for the next poll.
+            self.wake.clear()
             try:
                 await self.evaluate(self.body)
             except asyncio.CancelledError:
@@ -86,7 +89,6 @@ class PoolAutoscaler:
             except Exception:  # noqa: BLE001 - log, keep looping: the next round may succeed
                 log.exception("evaluation failed", extra={"pool": self.ref.name, "namespace": self.ref.namespace})
             policy = Policy.from_spec((self.body.get("spec") or {}).get("autoscaling"))
-            self.wake.clear()
             waiters = {asyncio.ensure_future(self.wake.wait()), asyncio.ensure_future(self.stopped.wait())}
             _, pending = await asyncio.wait(waiters, timeout=policy.poll_seconds, return_when=asyncio.FIRST_COMPLETED)
             for w in pending:
