@@ -30,6 +30,8 @@ SRC="${BASE}/src"
 STAMPS="${BASE}/stamps"
 LOG="${BASE}/build.log"
 STAMP_ALL="${BASE}/.complete"
+# Bumped when the build itself changes (flags), so caches built the old way are rebuilt.
+STAMP_ALL_VALUE="helm=${HELM_VERSION};helm-kube-capabilities"
 
 START_TS=$(date +%s)
 
@@ -67,7 +69,7 @@ stamp_ok() { [[ -f "${STAMPS}/$1" && "$(cat "${STAMPS}/$1")" == "$2" ]] && [[ -x
 stamp_set() { printf '%s' "$2" >"${STAMPS}/$1"; }
 
 if [[ -f "$STAMP_ALL" && "${CIVIC_BUILD_FORCE:-0}" != 1 ]] \
-  && [[ "$(cat "$STAMP_ALL")" == "helm=${HELM_VERSION}" ]]; then
+  && [[ "$(cat "$STAMP_ALL")" == "$STAMP_ALL_VALUE" ]]; then
   log "binaries already built in $BIN"
   echo "$BIN"
   exit 0
@@ -80,7 +82,7 @@ exec 9>"${BASE}/.lock"
 if ! flock -n 9; then
   log "another build is running in $BASE; waiting for it"
   flock 9
-  if [[ -f "$STAMP_ALL" && "$(cat "$STAMP_ALL")" == "helm=${HELM_VERSION}" ]]; then
+  if [[ -f "$STAMP_ALL" && "$(cat "$STAMP_ALL")" == "$STAMP_ALL_VALUE" ]]; then
     echo "$BIN"
     exit 0
   fi
@@ -211,9 +213,18 @@ gobin_install() { # NAME VERSION PKG@VERSION [LDFLAGS]
 kwok_ld="-X sigs.k8s.io/kwok/pkg/consts.Version=${KWOK_VERSION#v} -X sigs.k8s.io/kwok/pkg/consts.KubeVersion=${K8S_VERSION#v}"
 gobin_install kwok "$KWOK_VERSION" "sigs.k8s.io/kwok/cmd/kwok@${KWOK_VERSION}" "$kwok_ld"
 gobin_install kwokctl "$KWOK_VERSION" "sigs.k8s.io/kwok/cmd/kwokctl@${KWOK_VERSION}" "$kwok_ld"
+# helm's release Makefile stamps the Kubernetes version it was built against into its default
+# capabilities (`helm template`/`lint` without --kube-version); a plain `go install` leaves v1.20, which
+# a chart's kubeVersion constraint would refuse. Use the client-go minor of helm's own go.mod, as it does.
+helm_gomod="$(go mod download -json "helm.sh/helm/v3@${HELM_VERSION}" | sed -n 's/.*"GoMod": "\(.*\)",*/\1/p')"
+helm_k8s_minor="$(sed -n 's#^\s*k8s.io/client-go v0\.\([0-9]*\)\..*#\1#p' "$helm_gomod" | head -n1)"
+[[ -n "$helm_k8s_minor" ]] || die "cannot read the client-go version from helm's go.mod ($helm_gomod)"
 helm_ld="-X helm.sh/helm/v3/internal/version.version=${HELM_VERSION}"
-gobin_install helm "$HELM_VERSION" "helm.sh/helm/v3/cmd/helm@${HELM_VERSION}" "$helm_ld"
+for pkg in helm.sh/helm/v3/pkg/chartutil helm.sh/helm/v3/pkg/lint/rules; do
+  helm_ld+=" -X ${pkg}.k8sVersionMajor=1 -X ${pkg}.k8sVersionMinor=${helm_k8s_minor}"
+done
+gobin_install helm "${HELM_VERSION}+k8s1.${helm_k8s_minor}" "helm.sh/helm/v3/cmd/helm@${HELM_VERSION}" "$helm_ld"
 
-printf 'helm=%s' "$HELM_VERSION" >"$STAMP_ALL"
+printf '%s' "$STAMP_ALL_VALUE" >"$STAMP_ALL"
 log "all binaries built in $(( $(date +%s) - START_TS ))s"
 echo "$BIN"

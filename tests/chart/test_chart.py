@@ -27,6 +27,7 @@ ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "charts" / "civic-workers"
 HERE = Path(__file__).resolve().parent
 VALUES_FILES = sorted(HERE.glob("values-*.yaml"))
+VALUES_DEFAULTS = HERE / "values-defaults.yaml"
 NAMESPACE = "civic"
 RELEASE = "rel"
 
@@ -155,6 +156,23 @@ def test_lint(tools: dict[str, str], values: Path) -> None:
 def test_lint_defaults(tools: dict[str, str]) -> None:
     proc = helm(tools, "lint", str(CHART), check=False)
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_kube_version_constraint(tools: dict[str, str]) -> None:
+    """Kubernetes older than 1.28 is refused with helm's own message (the CRD's CEL rules use fieldPath)."""
+    old = helm(
+        tools, "template", RELEASE, str(CHART), "-f", str(VALUES_DEFAULTS), "--kube-version", "1.27.9", check=False
+    )
+    assert old.returncode != 0
+    assert "chart requires kubeVersion: >=1.28.0-0" in old.stderr
+
+
+def test_helm_defaults_to_a_current_kubernetes(tools: dict[str, str]) -> None:
+    """Our helm build carries its Kubernetes version as release builds do, so `helm template` without
+    --kube-version passes the chart's constraint (a plain `go install` would claim v1.20)."""
+    proc = helm(tools, "template", RELEASE, str(CHART), "-f", str(VALUES_DEFAULTS), check=False)
+    assert proc.returncode == 0, proc.stderr
+    assert "kind: Deployment" in proc.stdout
 
 
 @pytest.mark.parametrize("values", VALUES_FILES, ids=lambda p: p.stem)
