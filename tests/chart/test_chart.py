@@ -279,6 +279,7 @@ def test_namespaced_rbac_by_default(tools: dict[str, str]) -> None:
     env = env_of(operator_container(rendered))
     assert env["WATCH_NAMESPACES"] == "civic,civic-tenant-a,civic-tenant-b"
     assert env["PEERING_PRIORITY"] == "100"
+    assert env["PEERING_LIFETIME"] == "20"
     assert env["STANDALONE"] == "false"
 
 
@@ -298,8 +299,9 @@ def test_cluster_wide_rbac(tools: dict[str, str]) -> None:
     assert peering["metadata"]["name"] == "civic-operator"
     container = operator_container(rendered)
     assert env_of(container)["WATCH_NAMESPACES"] == ""
-    assert "PEERING_PRIORITY" not in env_of(container), "replicas need distinct random priorities"
-    assert container["command"][:2] == ["/bin/bash", "-c"]
+    assert env_of(container)["PEERING_PRIORITY"] == "random", "replicas need distinct priorities"
+    assert env_of(container)["PEERING_LIFETIME"] == "60"
+    assert "command" not in container, "the image's entrypoint runs the operator"
     (pdb,) = by_kind(rendered, "PodDisruptionBudget")
     assert pdb["spec"]["maxUnavailable"] == 1
 
@@ -412,6 +414,7 @@ def test_helm_test_pod(tools: dict[str, str]) -> None:
         (["--set", "pools.thumbnails.autoscaling.maxReplica=3"], "additional properties"),
         (["--set", "pools.thumbnails.mode=DaemonSet"], "mode"),
         (["--set", "operator.logLevel=LOUD"], "logLevel"),
+        (["--set", "operator.peering.lifetime=2"], "lifetime"),
     ],
 )
 def test_values_schema_rejects(tools: dict[str, str], args: list[str], message: str) -> None:

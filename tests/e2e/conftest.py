@@ -33,7 +33,17 @@ def cluster(request: pytest.FixtureRequest) -> Iterator[Cluster]:
     c = make_cluster(request.config.getoption("--cluster"))
     c.up()
     c.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(ROOT / "crds" / "civicworkerpool.yaml"))
-    c.kubectl("wait", "--for=condition=Established", "crd/civicworkerpools.workers.civic-os.org", "--timeout=60s")
+    c.kubectl(
+        "apply", "--server-side", "--force-conflicts", "-f", str(ROOT / "charts/civic-workers/crds/kopf-peerings.yaml")
+    )
+    c.kubectl(
+        "wait",
+        "--for=condition=Established",
+        "crd/civicworkerpools.workers.civic-os.org",
+        "crd/kopfpeerings.kopf.dev",
+        "crd/clusterkopfpeerings.kopf.dev",
+        "--timeout=60s",
+    )
     yield c
 
 
@@ -70,12 +80,21 @@ def database(e2e_pg: PostgresServer, cluster: Cluster, namespace: str) -> str:
 
 
 class OperatorProcess:
-    def __init__(self, cluster: Cluster, namespace: str, kubeconfig: Path, log_path: Path) -> None:
+    def __init__(
+        self,
+        cluster: Cluster,
+        namespace: str,
+        kubeconfig: Path,
+        log_path: Path,
+        *,
+        peering: bool = False,
+        env: dict[str, str] | None = None,
+    ) -> None:
         self.args = [
             sys.executable,
             "-m",
             "civic_operator.main",
-            "--standalone",
+            *([] if peering else ["--standalone"]),
             "--namespace",
             namespace,
             "--liveness-port",
@@ -83,7 +102,13 @@ class OperatorProcess:
             "--metrics-port",
             "0",
         ]
-        self.env = {**os.environ, "KUBECONFIG": str(kubeconfig), "PYTHONPATH": str(ROOT), "LOG_LEVEL": "INFO"}
+        self.env = {
+            **os.environ,
+            "KUBECONFIG": str(kubeconfig),
+            "PYTHONPATH": str(ROOT),
+            "LOG_LEVEL": "INFO",
+            **(env or {}),
+        }
         self.log_path = log_path
         self.proc: subprocess.Popen[bytes] | None = None
 

@@ -202,6 +202,54 @@ def test_operator_restart_converges(
     wait_until(lambda: deployment_replicas(cluster, namespace, "restart") == 5, 10, "deployment follows")
 
 
+def test_two_replicas_one_acts_and_the_other_takes_over(
+    cluster: Cluster, namespace: str, database: str, tmp_path: Path
+) -> None:
+    """The chart's peering: operator replicas meet in a KopfPeering and only the highest priority acts.
+    A replica that was acting stands by when a higher one joins (kopf's handlers pause; our autoscaler
+    tasks, which are not kopf daemons, must too) and takes over again when that one is killed, once its
+    keep-alive expires."""
+    peering = {"apiVersion": "kopf.dev/v1", "kind": "KopfPeering", "metadata": {"name": "civic-operator"}}
+    cluster.kubectl("apply", "-n", namespace, "-f", "-", input=json.dumps(peering))
+    kubeconfig = cluster.operator_kubeconfig(namespace, tmp_path)
+
+    def replica(pod: str, priority: int) -> OperatorProcess:
+        env = {"POD_ID": pod, "PEERING_PRIORITY": str(priority), "PEERING_LIFETIME": "10"}
+        return OperatorProcess(cluster, namespace, kubeconfig, tmp_path / f"{pod}.log", peering=True, env=env)
+
+    def scaled(op: OperatorProcess) -> int:
+        return op.log().count('"event": "scaled"')
+
+    low, high = replica("op-low", 1), replica("op-high", 2)
+    try:
+        low.start()
+        apply_pool(cluster, namespace, "ha", autoscaling={"minReplicas": 0, "maxReplicas": 8, "pollSeconds": 1})
+        insert(database, "sleep", {"seconds": 120}, count=30, queue="e2e")
+        wait_until(lambda: desired(cluster, namespace, "ha") == 3, 20, "the only replica scales up")
+
+        high.start()
+        wait_until(lambda: "Pausing operations in favour of" in low.log(), 30, "the lower replica pauses")
+        wait_until(lambda: "autoscaling standing by" in low.log(), 10, "its autoscaler stands by")
+        by_low = scaled(low)
+        insert(database, "sleep", {"seconds": 120}, count=30, queue="e2e")
+        wait_until(lambda: desired(cluster, namespace, "ha") == 6, 20, "the higher replica scales")
+        time.sleep(3)  # several of the standby's poll rounds
+        assert scaled(high) >= 1
+        assert scaled(low) == by_low, "the standby scaled while paused"
+
+        high.kill()
+        t0 = time.monotonic()
+        insert(database, "sleep", {"seconds": 120}, count=20, queue="e2e")
+        wait_until(lambda: desired(cluster, namespace, "ha") == 8, 40, "the standby takes over and scales")
+        took_over = time.monotonic() - t0
+        assert scaled(low) > by_low
+        wait_until(lambda: deployment_replicas(cluster, namespace, "ha") == 8, 10, "deployment follows")
+        print(f"standby took over {took_over:.1f}s after the active replica was killed (lifetime 10 s)")  # noqa: T201
+    finally:
+        low.stop()
+        high.stop()
+
+
 def test_apiserver_restart_operator_recovers(
     cluster: Cluster, namespace: str, database: str, operator: OperatorProcess
 ) -> None:

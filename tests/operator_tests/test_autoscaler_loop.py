@@ -14,6 +14,7 @@ import pytest
 from civic_operator import autoscaler
 from civic_operator.autoscaler import PoolAutoscaler
 from civic_operator.manifests import PoolRef
+from civic_operator.peering import PeeringView
 from civic_operator.scaling import QueueStats
 
 pytestmark = pytest.mark.unit
@@ -101,3 +102,43 @@ async def run_until_scaled(replicas_patched: list[int]) -> None:
         scaler.stopped.set()
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
+
+
+class QueueWithWork:
+    def __init__(self) -> None:
+        self.calls = 0
+
+    async def fetch(self, url: str, schema: str, queues: list[str], *_: Any, **__: Any) -> tuple[QueueStats, float]:
+        self.calls += 1
+        return QueueStats(available=50, running=0), 0.001
+
+
+def test_a_standing_by_replica_does_not_scale(replicas_patched: list[int]) -> None:
+    """Another replica has the higher kopf priority: no stats, no patches, until it is gone."""
+    statuses: list[dict[str, Any]] = [{"other": {"priority": 9, "lastseen": "2999-01-01T00:00:00+00:00"}}]
+
+    async def reader() -> list[dict[str, Any]]:
+        return statuses
+
+    async def scenario() -> tuple[int, list[int]]:
+        listener = RecordingListener()
+        stats = QueueWithWork()
+        view = PeeringView("me", 1, reader, ttl=0)
+        scaler = PoolAutoscaler(PoolRef("files", "ns", "u1"), stats, listener, view)  # type: ignore[arg-type]
+        scaler.body = {**POOL_AT_ZERO, "spec": {**POOL_AT_ZERO["spec"], "autoscaling": {"pollSeconds": 0.05}}}
+        task = asyncio.create_task(scaler.run())
+        await asyncio.sleep(0.3)
+        standing_by = (stats.calls, list(replicas_patched))
+        statuses[0] = {}  # the other replica left
+        for _ in range(100):
+            if replicas_patched:
+                break
+            await asyncio.sleep(0.01)
+        scaler.stopped.set()
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        return standing_by
+
+    calls, patched = asyncio.run(scenario())
+    assert (calls, patched) == (0, [])
+    assert replicas_patched and replicas_patched[0] >= 1, "took over once the other replica left"

@@ -19,6 +19,7 @@ import kopf
 from civic_operator import kube, manifests, metrics
 from civic_operator.listener import InsertListener
 from civic_operator.manifests import PoolRef
+from civic_operator.peering import PeeringView
 from civic_operator.policy import Policy
 from civic_operator.reconcile import reconcile
 from civic_operator.scaling import Decision, History, QueueStats, decide
@@ -70,6 +71,7 @@ class PoolAutoscaler:
     ref: PoolRef
     stats: StatsSource
     listener: InsertListener
+    peering: PeeringView | None = None  # None: act alone
     history: History | None = None
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     _secret: tuple[float, str] | None = None
@@ -83,7 +85,8 @@ class PoolAutoscaler:
             # after its stats query, and must start another round rather than wait for the next poll.
             self.wake.clear()
             try:
-                await self.evaluate(self.body)
+                if await self._may_act():
+                    await self.evaluate(self.body)
             except asyncio.CancelledError:
                 raise
             except Exception:  # noqa: BLE001 - log, keep looping: the next round may succeed
@@ -94,6 +97,13 @@ class PoolAutoscaler:
             for w in pending:
                 w.cancel()
         self.listener.unsubscribe(self.ref.uid)
+
+    async def _may_act(self) -> bool:
+        if self.peering is None or (await self.peering.current()).active:
+            return True
+        # Another replica decides meanwhile; on taking over, start afresh (no sudden scale-down).
+        self.history = None
+        return False
 
     async def _database_url(self, spec: dict[str, Any]) -> str:
         if self._secret and time.monotonic() - self._secret[0] < SECRET_TTL:

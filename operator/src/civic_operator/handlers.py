@@ -12,6 +12,7 @@ from civic_operator import GROUP, PLURAL, VERSION, manifests
 from civic_operator.autoscaler import PoolAutoscaler
 from civic_operator.listener import InsertListener
 from civic_operator.manifests import PoolRef
+from civic_operator.peering import PeeringView, own_identity
 from civic_operator.reconcile import reconcile
 from civic_operator.stats import StatsSource
 
@@ -36,6 +37,8 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     memo.stats = StatsSource()
     memo.listener = InsertListener()
     memo.autoscalers = {}
+    if "peering" not in memo:  # started by `kopf run` rather than civic-operator: act alone
+        memo.peering = PeeringView(own_identity(), 0, None)
 
 
 @kopf.on.cleanup()
@@ -73,7 +76,7 @@ async def track(
             scalers.pop(uid, None)
         return
     if current is None or current[1].done():
-        scaler = PoolAutoscaler(PoolRef(name, namespace or "default", uid), memo.stats, memo.listener)
+        scaler = PoolAutoscaler(PoolRef(name, namespace or "default", uid), memo.stats, memo.listener, memo.peering)
         scaler.body = dict(body)
         scalers[uid] = (scaler, asyncio.create_task(scaler.run(), name=f"autoscale-{namespace}/{name}"))
     else:

@@ -130,3 +130,22 @@ async def delete_deployment(namespace: str, name: str) -> None:
     except ApiException as e:
         if e.status != 404:
             raise
+
+
+def _peering_status(namespace: str | None, name: str) -> dict[str, Any]:
+    try:
+        if namespace is None:
+            body = _custom().get_cluster_custom_object("kopf.dev", "v1", "clusterkopfpeerings", name)
+        else:
+            body = _custom().get_namespaced_custom_object("kopf.dev", "v1", namespace, "kopfpeerings", name)
+    except ApiException as exc:
+        if exc.status == 404:
+            return {}  # no peering object: no peers to defer to
+        raise
+    return dict(body.get("status") or {})
+
+
+async def peering_statuses(namespaces: list[str], name: str) -> list[dict[str, Any]]:
+    """The status of the ClusterKopfPeering (no namespaces) or of each namespace's KopfPeering."""
+    targets: list[str | None] = list(namespaces) or [None]
+    return [await asyncio.to_thread(_peering_status, ns, name) for ns in targets]

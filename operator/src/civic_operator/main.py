@@ -5,13 +5,26 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import random
 import sys
 
 import kopf
 from prometheus_client import start_http_server
 
-from civic_operator import logs
+from civic_operator import kube, logs
 from civic_operator.metrics import REGISTRY
+from civic_operator.peering import PeeringView, own_identity
+
+
+def peering_priority(value: str, rng: random.Random | None = None) -> int:
+    """An integer, or "random": kopf pauses every replica when two share the highest priority, so each
+    replica of a Deployment needs its own."""
+    if value.strip().lower() == "random":
+        return (rng or random.SystemRandom()).randrange(1, 2**31)
+    try:
+        return int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"peering priority must be an integer or 'random', not {value!r}") from None
 
 
 def parse(argv: list[str] | None = None) -> argparse.Namespace:
@@ -28,7 +41,7 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
         "--liveness-port",
         type=int,
         default=int(env("LIVENESS_PORT", "8080")),
-        help="port of /healthz [env LIVENESS_PORT]",
+        help="port of /healthz (0: off) [env LIVENESS_PORT]",
     )
     p.add_argument(
         "--metrics-port",
@@ -49,9 +62,16 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument(
         "--priority",
+        type=peering_priority,
+        default=env("PEERING_PRIORITY", "0"),
+        help="peering priority: an integer or 'random' [env PEERING_PRIORITY; the chart uses 'random']",
+    )
+    p.add_argument(
+        "--peering-lifetime",
         type=int,
-        default=int(env("PEERING_PRIORITY", "0")),
-        help="peering priority [env PEERING_PRIORITY; the chart sets a random one per pod]",
+        default=int(env("PEERING_LIFETIME", "60")),
+        help="seconds a replica's keep-alive stays valid: how long a killed leader blocks the others "
+        "[env PEERING_LIFETIME]",
     )
     p.add_argument("--log-level", default=env("LOG_LEVEL", "INFO"), help="[env LOG_LEVEL]")
     return p.parse_args(argv)
@@ -71,14 +91,25 @@ def main(argv: list[str] | None = None) -> int:
     settings = kopf.OperatorSettings()
     # Watching named namespaces needs no cluster-wide rights: don't list namespaces and CRDs.
     settings.scanning.disabled = bool(args.namespace)
+    settings.peering.lifetime = args.peering_lifetime
+    identity = own_identity()
+    namespaces = list(args.namespace)
+
+    async def read_peering() -> list[dict[str, object]]:
+        return await kube.peering_statuses(namespaces, str(peering))
+
+    view = PeeringView(identity, args.priority, None if peering is None else read_peering)
     kopf.run(
         settings=settings,
         clusterwide=not args.namespace,
         namespaces=args.namespace or (),
-        liveness_endpoint=f"http://0.0.0.0:{args.liveness_port}/healthz",
+        # Port 0 is "off", not "any": aiohttp would otherwise fall back to port 80.
+        liveness_endpoint=f"http://0.0.0.0:{args.liveness_port}/healthz" if args.liveness_port else None,
         standalone=args.standalone,
         peering_name=peering,
         priority=args.priority,
+        identity=identity,  # type: ignore[arg-type]  # kopf's Identity: a NewType of str, not exported
+        memo=kopf.Memo(peering=view),
     )
     return 0
 
