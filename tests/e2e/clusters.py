@@ -36,7 +36,9 @@ class Cluster(Protocol):
     def helm(self, *args: str) -> str: ...
     def create_secret(self, namespace: str, name: str, data: dict[str, str]) -> None: ...
     def database_url_for_pods(self, url: str) -> str: ...
-    def pod_processes(self, namespace: str, selector: str, log_dir: Path) -> contextlib.AbstractContextManager[Any]: ...
+    def pod_processes(
+        self, namespace: str, selector: str, log_dir: Path, env_overrides: dict[str, str] | None = None
+    ) -> contextlib.AbstractContextManager[Any]: ...
     def operator_kubeconfig(self, namespace: str, tmp: Path) -> Path: ...
     def token_kubeconfig(self, namespace: str, service_account: str, path: Path) -> Path: ...
     def restart_apiserver(self) -> None: ...
@@ -141,8 +143,10 @@ class LocalCluster(_Common):
     def database_url_for_pods(self, url: str) -> str:
         return url  # the "pods" are processes on this host
 
-    def pod_processes(self, namespace: str, selector: str, log_dir: Path) -> contextlib.AbstractContextManager[Any]:
-        return PodProcesses(self.kubeconfig, namespace, selector, log_dir)
+    def pod_processes(
+        self, namespace: str, selector: str, log_dir: Path, env_overrides: dict[str, str] | None = None
+    ) -> contextlib.AbstractContextManager[Any]:
+        return PodProcesses(self.kubeconfig, namespace, selector, log_dir, env_overrides)
 
     def restart_apiserver(self) -> None:
         self.cp.restart_apiserver()
@@ -193,8 +197,10 @@ class KindCluster(_Common):
         ).stdout.strip()
         return url.replace("127.0.0.1", gateway)
 
-    def pod_processes(self, namespace: str, selector: str, log_dir: Path) -> contextlib.AbstractContextManager[Any]:
-        return contextlib.nullcontext()  # real pods run real runners
+    def pod_processes(
+        self, namespace: str, selector: str, log_dir: Path, env_overrides: dict[str, str] | None = None
+    ) -> contextlib.AbstractContextManager[Any]:
+        return contextlib.nullcontext()  # real pods run real runners, and Service names resolve
 
     def restart_apiserver(self) -> None:
         subprocess.run(["docker", "restart", f"{self.kind.name}-control-plane"], check=True)

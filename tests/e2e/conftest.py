@@ -89,6 +89,7 @@ class OperatorProcess:
         *,
         peering: bool = False,
         env: dict[str, str] | None = None,
+        liveness_port: int = 0,
     ) -> None:
         self.args = [
             sys.executable,
@@ -98,7 +99,7 @@ class OperatorProcess:
             "--namespace",
             namespace,
             "--liveness-port",
-            "0",
+            str(liveness_port),
             "--metrics-port",
             "0",
         ]

@@ -1,9 +1,11 @@
-"""Pods on kwok nodes are fake: this harness gives each Running pod of a pool a real runner process.
+"""Pods on kwok nodes are fake: this harness gives each Running pod of the runner image a real process.
 
-For every Running pod matching the selector it starts `civic-runner` with the pod's container args and
+For every Running pod matching the selector it starts the container — `civic-runner` with the pod's
+args, or the pod's own `python3`/`civic-runner` command (the chart's `helm test` pod) — with the pod's
 environment (secrets and field references resolved), and stops it (SIGTERM, like the kubelet) when the
-pod is deleted. When the process of a Job's pod exits, the pod's status is set to Succeeded or Failed,
-as a kubelet would, so the Job controller sees the Job finish. More replicas really drain faster.
+pod is deleted. When the process of a pod that does not restart (a Job's pod, a test hook) exits, the
+pod's status is set to Succeeded or Failed, as a kubelet would, so the Job controller and `helm test`
+see it finish. More replicas really drain faster.
 """
 
 from __future__ import annotations
@@ -41,7 +43,7 @@ class PodProcesses:
         namespace: str,
         selector: str,
         log_dir: Path,
-        env_overrides: dict[str, str] | None = None,
+        env_overrides: dict[str, str] | None = None,  # e.g. a Service's address, which has no DNS here
         interval: float = 0.2,
     ) -> None:
         self.core = kubernetes.client.CoreV1Api(kubernetes.config.new_client_from_config(str(kubeconfig)))
@@ -86,28 +88,38 @@ class PodProcesses:
         pods = self.core.list_namespaced_pod(self.namespace, label_selector=self.selector).items
         seen = set()
         for pod in pods:
-            name = pod.metadata.name
-            seen.add(name)
+            uid = pod.metadata.uid  # not the name: a hook pod is deleted and re-created under the same one
+            seen.add(uid)
             gone = pod.metadata.deletion_timestamp is not None or pod.status.phase in ("Succeeded", "Failed")
-            if name in self.procs:
-                p = self.procs[name]
+            if uid in self.procs:
+                p = self.procs[uid]
                 if gone and p.popen.poll() is None:
                     self._terminate(p)
                 elif p.is_job and not p.reported and p.popen.poll() is not None:
                     self._report_exit(pod, p)
             elif pod.status.phase == "Running" and not gone and self._runs_the_runner(pod):
-                self.procs[name] = self._start(pod)
-        for name in list(self.procs):
-            if name not in seen:
-                self._terminate(self.procs[name])
-                if self.procs[name].popen.poll() is not None:
-                    del self.procs[name]
+                self.procs[uid] = self._start(pod)
+        for uid in list(self.procs):
+            if uid not in seen:
+                self._terminate(self.procs[uid])
+                if self.procs[uid].popen.poll() is not None:
+                    del self.procs[uid]
 
     @staticmethod
     def _runs_the_runner(pod: Any) -> bool:
-        """Pods of the runner image with its entrypoint (`civic-runner <args>`); others stay fake."""
+        """Pods of the runner image, with its entrypoint or a command the image has (python3 or
+        civic-runner); others stay fake."""
         c = pod.spec.containers[0]
-        return str(c.image).split(":")[0].endswith("civic-runner") and not c.command
+        return str(c.image).split(":")[0].endswith("civic-runner") and (
+            not c.command or c.command[0] in ("python3", "civic-runner")
+        )
+
+    @staticmethod
+    def _argv(container: Any) -> list[str]:
+        command = list(container.command or [])
+        if not command or command[0] == "civic-runner":
+            return [sys.executable, "-m", "civic_runner.cli", *command[1:], *(container.args or ["run"])]
+        return [sys.executable, *command[1:], *(container.args or [])]  # python3 -> this interpreter
 
     def _start(self, pod: Any) -> Proc:
         container = pod.spec.containers[0]
@@ -116,18 +128,14 @@ class PodProcesses:
             **self._env(pod, container),
             "CIVIC_HTTP_PORT": "0",
             "PYTHONPATH": str(ROOT),
+            # the image's PATH has civic-runner; here it is beside this interpreter
+            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
             **self.env_overrides,
         }
         out = open(self.log_dir / f"{pod.metadata.name}.log", "ab")  # noqa: SIM115 - the child owns it
-        popen = subprocess.Popen(
-            [sys.executable, "-m", "civic_runner.cli", *(container.args or ["run"])],
-            env=env,
-            stdout=out,
-            stderr=out,
-            cwd=ROOT,
-        )
+        popen = subprocess.Popen(self._argv(container), env=env, stdout=out, stderr=out, cwd=ROOT)
         self.started_total += 1
-        is_job = any(o.kind == "Job" for o in pod.metadata.owner_references or [])
+        is_job = pod.spec.restart_policy == "Never" or any(o.kind == "Job" for o in pod.metadata.owner_references or [])
         log.info("started runner for pod %s (pid %s)", pod.metadata.name, popen.pid)
         return Proc(pod.metadata.name, popen, is_job)
 

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
+import urllib.request
 from pathlib import Path
 
 import yaml
 
 from tests.e2e.clusters import CHART, Cluster
+from tests.e2e.conftest import OperatorProcess, wait_until
 from tests.support.harness import query
-from tests.support.pg import PostgresServer
+from tests.support.pg import PostgresServer, free_port
 
 
 def test_helm_install_upgrade_uninstall(
@@ -57,8 +61,66 @@ def test_helm_install_upgrade_uninstall(
     crd = yaml.safe_load(cluster.kubectl("get", "crd", "civicworkerpools.workers.civic-os.org", "-o", "yaml"))
     on_disk = yaml.safe_load((CHART.parent.parent / "crds" / "civicworkerpool.yaml").read_text())
     assert crd["spec"]["versions"][0]["schema"] == on_disk["spec"]["versions"][0]["schema"]
-    # Upgrade (hook runs again: migrations are idempotent), then uninstall.
+
+    # `helm test`: its pod (runner image, `python3 -c <script>`) runs as a process. On kwok the operator
+    # pod is fake, so an operator process with the chart's ServiceAccount stands in for it, and the
+    # test reaches it at its own address instead of the Service's DNS name (kind runs both for real).
+    sa = operator["spec"]["template"]["spec"]["serviceAccountName"]
+    port = free_port()
+    stand_in = OperatorProcess(
+        cluster,
+        namespace,
+        cluster.token_kubeconfig(namespace, sa, tmp_path / "operator.kubeconfig"),
+        tmp_path / "operator.log",
+        liveness_port=port,
+    ).start()
+
+    def helm_test() -> tuple[bool, str]:
+        overrides = {"OPERATOR_HEALTHZ": f"http://127.0.0.1:{port}/healthz"}
+        with cluster.pod_processes(namespace, "app.kubernetes.io/component=test", tmp_path, overrides):
+            try:
+                cluster.helm("test", release, "-n", namespace, "--timeout", "120s")
+                ok = True
+            except RuntimeError:
+                ok = False
+        logs = "".join(p.read_text(errors="replace") for p in tmp_path.glob("*-test.log"))
+        for p in tmp_path.glob("*-test.log"):
+            p.unlink()
+        return ok, logs
+
+    try:
+        wait_until(lambda: healthy(f"http://127.0.0.1:{port}/healthz"), 60, "operator liveness endpoint")
+        ok, logs = helm_test()
+        assert ok, logs
+        assert "answered 200" in logs and "ok" in logs.splitlines()[-1], logs
+        # The database behind the release's version: the test fails and says why.
+        run_migrate_down(url, target=6)
+        ok, logs = helm_test()
+        assert not ok
+        assert "River's schema is at 6, expected 7" in logs, logs
+    finally:
+        stand_in.stop()
+
+    # Upgrade (hook runs again: migrations are idempotent, and bring the schema back), then uninstall.
     helm_with_hook("upgrade", "--set", "operator.logLevel=DEBUG")
+    assert query(url, "SELECT max(version) FROM metadata.river_migration WHERE line = 'main'") == [(7,)]
     cluster.helm("uninstall", release, "-n", namespace, "--wait", "--timeout", "120s")
     left = cluster.kubectl("get", "deploy,cwp", "-n", namespace, "-o", "name")
     assert "operator" not in left and "civicworkerpool" not in left, left
+
+
+def run_migrate_down(url: str, target: int) -> None:
+    subprocess.run(
+        [sys.executable, "-m", "civic_runner.cli", "migrate", "--database-url", url, "--down", "--target", str(target)],
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
+
+
+def healthy(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as r:
+            return bool(r.status == 200)
+    except OSError:
+        return False

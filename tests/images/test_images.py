@@ -355,8 +355,8 @@ def chart_test_pod(set_args: list[str]) -> dict[str, Any]:
 def test_helm_test_pod_runs_in_the_runner_image(
     images: dict[str, Any], pg_server: PostgresServer, db_url: str, tmp_path: Path
 ) -> None:
-    """What `helm test` runs (kwok runs no container, so here): it passes on a migrated database with a live
-    operator, and fails when the database is behind."""
+    """What `helm test` runs, in the image itself (the e2e tier runs the same script as a process on kwok):
+    it passes on a migrated database with a live operator, and fails when the database is behind."""
     pod = chart_test_pod([])
     (container,) = pod["spec"]["containers"]
     assert container["image"] == RUNNER
