@@ -5,14 +5,13 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import urllib.request
 from pathlib import Path
 
 import yaml
 
 from tests.e2e.clusters import CHART, Cluster
 from tests.e2e.conftest import OperatorProcess, wait_until
-from tests.support.harness import query
+from tests.support.harness import http_ok, query
 from tests.support.pg import PostgresServer, free_port
 
 
@@ -89,7 +88,7 @@ def test_helm_install_upgrade_uninstall(
         return ok, logs
 
     try:
-        wait_until(lambda: healthy(f"http://127.0.0.1:{port}/healthz"), 60, "operator liveness endpoint")
+        wait_until(lambda: http_ok(f"http://127.0.0.1:{port}/healthz"), 60, "operator liveness endpoint")
         ok, logs = helm_test()
         assert ok, logs
         assert "answered 200" in logs and "ok" in logs.splitlines()[-1], logs
@@ -116,11 +115,3 @@ def run_migrate_down(url: str, target: int) -> None:
         capture_output=True,
         timeout=120,
     )
-
-
-def healthy(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=2) as r:
-            return bool(r.status == 200)
-    except OSError:
-        return False

@@ -17,7 +17,6 @@ import json
 import os
 import subprocess
 import time
-import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -30,7 +29,7 @@ import yaml
 
 from tests.pipeline import corpus
 from tests.pipeline.conftest import create_file_record, file_row, request_upload, upload_request
-from tests.support.harness import wait_for
+from tests.support.harness import http_ok, wait_for
 from tests.support.pg import PostgresServer, free_port
 from tests.support.s3 import SeaweedS3
 
@@ -159,14 +158,6 @@ class Container:
 
     def remove(self) -> None:
         docker("rm", "-f", self.name, check=False)
-
-
-def http_ok(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=2) as r:
-            return bool(r.status == 200)
-    except OSError:
-        return False
 
 
 def settled(read: Callable[[], dict[str, Any]], column: str) -> Callable[[], dict[str, Any] | None]:
