@@ -218,11 +218,12 @@ def main() -> int:
             "kubectl describe cwp thumbnails -n civic-demo",
             "kubectl get events -n civic-demo --field-selector reason=Scaled",
             "kubectl get deploy,pods -n civic-demo",
+            "kubectl logs -n civic-demo -l workers.civic-os.org/pool=thumbnails --tail=3 --prefix",
         ):
             print(f"    {env} {cluster.cp.bin_dir}/{cmd}")  # noqa: T201
-        print(
-            f"    runner and operator logs: {work}/*.log   (kwok pods run no containers; "  # noqa: T201
-            f"kubectl logs works on kind)"
+        print(  # noqa: T201
+            f"    operator log: {work}/operator.log   (the operator runs as a process with its ServiceAccount's "
+            "token; runner pods' logs are their processes', served to kubectl logs by kwok)"
         )
         print(f"    DATABASE_URL={db} .venv/bin/civic-runner stats")  # noqa: T201
         if args.keep_running:

@@ -75,6 +75,10 @@ options:
   etcdctlBinary: ${BIN}/etcdctl
   kwokControllerBinary: ${BIN}/kwok
   enableMetricsServer: false
+  # kwok's Logs resource maps a fake pod's container to a file (CRI log format): the e2e pod
+  # harness points each pod at its process's log, so "kubectl logs" works as on a real node.
+  enableCRDs:
+  - Logs
   quietPull: true
 # Single instances: without leader election they survive an API server
 # restart (with it they exit when the lease cannot be renewed).
@@ -125,6 +129,11 @@ cmd_up() {
   local t0; t0=$(date +%s)
   setup_bin
   write_config
+  if [[ -d "$CLUSTER_DIR" ]] && ! cmp -s "$KWOKCTL_CONFIG" "${CLUSTER_DIR}/civic-kwokctl.yaml"; then
+    log "cluster ${CLUSTER_NAME} was made with another configuration; recreating it"
+    cmd_down
+    write_config  # cmd_down removes it
+  fi
   if [[ -d "$CLUSTER_DIR" ]]; then
     if healthy; then
       log "cluster ${CLUSTER_NAME} already running"
@@ -152,6 +161,7 @@ cmd_up() {
       die "kwokctl create cluster failed"
     fi
     wait_healthy 120 || die "API server not ready (logs: ${CLUSTER_DIR}/logs)"
+    cp "$KWOKCTL_CONFIG" "${CLUSTER_DIR}/civic-kwokctl.yaml"
   fi
   drop_job_pod_completion
   ensure_nodes

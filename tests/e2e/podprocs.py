@@ -6,6 +6,10 @@ environment (secrets and field references resolved), and stops it (SIGTERM, like
 pod is deleted. When the process of a pod that does not restart (a Job's pod, a test hook) exits, the
 pod's status is set to Succeeded or Failed, as a kubelet would, so the Job controller and `helm test`
 see it finish. More replicas really drain faster.
+
+Each process's stdout and stderr go to `<log_dir>/<pod>.log` in the kubelet's CRI log format, and a
+kwok `Logs` object (enabled by scripts/k8s/cluster.sh) points the pod's container at that file, so
+`kubectl logs` (and `-f`, `--tail`, `helm test --logs`) read it through the API server as on a real node.
 """
 
 from __future__ import annotations
@@ -18,11 +22,13 @@ import subprocess
 import sys
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import kubernetes
+from kubernetes.client.rest import ApiException
 
 ROOT = Path(__file__).resolve().parents[2]
 log = logging.getLogger(__name__)
@@ -34,6 +40,23 @@ class Proc:
     popen: subprocess.Popen[bytes]
     is_job: bool
     reported: bool = False
+    pumps: list[threading.Thread] = field(default_factory=list)
+    sink: IO[str] | None = None
+
+
+def cri_line(stream: str, text: str, at: datetime | None = None) -> str:
+    """One line as the kubelet stores container logs (what kwok's log server parses)."""
+    stamp = (at or datetime.now(UTC)).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return f"{stamp} {stream} F {text}\n"
+
+
+def _pump(source: IO[bytes], stream: str, sink: IO[str], lock: threading.Lock) -> None:
+    for raw in iter(source.readline, b""):
+        line = cri_line(stream, raw.rstrip(b"\n").decode(errors="replace"))
+        with lock:
+            sink.write(line)
+            sink.flush()
+    source.close()
 
 
 class PodProcesses:
@@ -46,7 +69,9 @@ class PodProcesses:
         env_overrides: dict[str, str] | None = None,  # e.g. a Service's address, which has no DNS here
         interval: float = 0.2,
     ) -> None:
-        self.core = kubernetes.client.CoreV1Api(kubernetes.config.new_client_from_config(str(kubeconfig)))
+        api = kubernetes.config.new_client_from_config(str(kubeconfig))
+        self.core = kubernetes.client.CoreV1Api(api)
+        self.custom = kubernetes.client.CustomObjectsApi(api)
         self.namespace = namespace
         self.selector = selector
         self.log_dir = log_dir
@@ -71,6 +96,10 @@ class PodProcesses:
                 p.popen.wait(30)
             except subprocess.TimeoutExpired:
                 p.popen.kill()
+            for t in p.pumps:
+                t.join(5)
+            if p.sink:
+                p.sink.close()
 
     @property
     def running(self) -> int:
@@ -132,12 +161,43 @@ class PodProcesses:
             "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
             **self.env_overrides,
         }
-        out = open(self.log_dir / f"{pod.metadata.name}.log", "ab")  # noqa: SIM115 - the child owns it
-        popen = subprocess.Popen(self._argv(container), env=env, stdout=out, stderr=out, cwd=ROOT)
+        path = self.log_dir / f"{pod.metadata.name}.log"
+        sink = open(path, "a", encoding="utf-8")  # noqa: SIM115 - the pumps write it; closed in __exit__
+        popen = subprocess.Popen(
+            self._argv(container), env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=ROOT
+        )
+        lock = threading.Lock()
+        pumps = [
+            threading.Thread(target=_pump, args=(src, name, sink, lock), daemon=True, name=f"log-{name}")
+            for src, name in ((popen.stdout, "stdout"), (popen.stderr, "stderr"))
+        ]
+        for t in pumps:
+            t.start()
+        self._publish_logs(pod, container.name, path)
         self.started_total += 1
         is_job = pod.spec.restart_policy == "Never" or any(o.kind == "Job" for o in pod.metadata.owner_references or [])
         log.info("started runner for pod %s (pid %s)", pod.metadata.name, popen.pid)
-        return Proc(pod.metadata.name, popen, is_job)
+        return Proc(pod.metadata.name, popen, is_job, pumps=pumps, sink=sink)
+
+    def _publish_logs(self, pod: Any, container: str, path: Path) -> None:
+        """kwok's Logs object for this pod (same name and namespace): its container's log is our file."""
+        body = {
+            "apiVersion": "kwok.x-k8s.io/v1alpha1",
+            "kind": "Logs",
+            "metadata": {"name": pod.metadata.name, "namespace": self.namespace},
+            "spec": {"logs": [{"containers": [container], "logsFile": str(path.resolve()), "follow": True}]},
+        }
+        args = ("kwok.x-k8s.io", "v1alpha1", self.namespace, "logs")
+        try:
+            try:
+                self.custom.create_namespaced_custom_object(*args, body)
+            except ApiException as exc:
+                if exc.status != 409:  # 409: a re-created pod of the same name (a hook pod)
+                    raise
+                self.custom.delete_namespaced_custom_object(*args, pod.metadata.name)
+                self.custom.create_namespaced_custom_object(*args, body)
+        except ApiException as exc:
+            log.warning("kubectl logs will not show pod %s: %s", pod.metadata.name, exc.reason)
 
     def _terminate(self, p: Proc) -> None:
         if p.popen.poll() is None:

@@ -127,6 +127,15 @@ def test_burst_scales_up_drains_and_scales_back(
         rise = time.monotonic() - t0
         wait_until(lambda: deployment_replicas(cluster, namespace, "burst") == 6, 10, "deployment follows")
         wait_until(lambda: running_pods(cluster, namespace, "burst") == 6, 30, "6 pods running")
+        # kubectl logs through the API server, as on a real node (kwok serves the runner process's log).
+        first = cluster.kubectl(
+            "get", "pods", "-n", namespace, "-l", f"{SELECTOR}=burst", "-o", "jsonpath={.items[0].metadata.name}"
+        )
+        logs = wait_until(
+            lambda: cluster.kubectl("logs", first, "-n", namespace, check=False), 10, f"kubectl logs {first}"
+        )
+        started = next(json.loads(line) for line in logs.splitlines() if '"runner started"' in line)
+        assert started["queues"] == {"e2e": 5}, started
         wait_until(
             lambda: query(database, "SELECT count(*) FROM metadata.river_job WHERE state='completed'")[0][0] == 2000,
             120,
