@@ -28,6 +28,7 @@ CHART = ROOT / "charts" / "civic-workers"
 
 class Cluster(Protocol):
     name: str
+    fake_pods: bool  # pods run no containers: processes stand in for them
 
     def up(self) -> None: ...
     def kubectl(self, *args: str, input: str | None = None, check: bool = True) -> str: ...  # noqa: A002
@@ -123,6 +124,7 @@ class _Common:
 
 class LocalCluster(_Common):
     name = "local"
+    fake_pods = True  # kwok: pods run no containers (tests/e2e/podprocs.py gives them processes)
 
     def __init__(self) -> None:
         self.cp = LocalControlPlane()
@@ -156,6 +158,7 @@ class KindCluster(_Common):
     """pytest-kind-ng's KindCluster; images built by scripts/docker/build-images.sh and loaded."""
 
     name = "kind"
+    fake_pods = False
 
     def __init__(self) -> None:
         from pytest_kind import KindCluster as _Kind  # type: ignore[import-not-found]  # opt-in dependency

@@ -55,7 +55,7 @@ def desired_via_api(client: kubernetes.client.ApiClient, ns: str, name: str) -> 
 
 
 def test_invalid_pools_are_rejected_with_clear_messages(cluster: Cluster, namespace: str) -> None:
-    cases = {
+    cases: dict[str, tuple[dict[str, Any], str]] = {
         "no queue": ({"queues": []}, "should have at least 1 items"),
         "bad queue name": ({"queues": ["Not Valid"]}, "should match"),
         "min over max": (
