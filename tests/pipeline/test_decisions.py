@@ -80,6 +80,7 @@ def test_aws_names_are_fallbacks_with_deprecation_warnings() -> None:
         ({"THUMBNAIL_FAIL_ON": "never"}, "THUMBNAIL_FAIL_ON"),
         ({"PIPELINE_DB_MAX_CONNS": "0"}, "PIPELINE_DB_MAX_CONNS"),
         ({"THUMBNAIL_RENDER_TIMEOUT": "0"}, "THUMBNAIL_RENDER_TIMEOUT"),
+        ({"THUMBNAIL_VIPS_THREADS": "0"}, "THUMBNAIL_VIPS_THREADS"),
     ],
 )
 def test_bad_settings_are_refused_naming_the_variable(env: dict[str, str], names: str) -> None:
@@ -102,6 +103,7 @@ def test_settings_parse() -> None:
             "THUMBNAIL_ENLARGE": "yes",
             "THUMBNAIL_MAX_BYTES": "1048576",
             "THUMBNAIL_MAX_MEGAPIXELS": "50",
+            "THUMBNAIL_VIPS_THREADS": "4",
             "S3_ACL": "",
             "S3_PRESIGN_EXPIRY": "604800",
         }
@@ -109,6 +111,7 @@ def test_settings_parse() -> None:
     t = cfg.thumbnails
     assert t.sizes == (100, 200, 300) and t.qualities == (70, 75, 95) and t.fit is C.Fit.CROP
     assert t.background == (0, 0, 0) and t.enlarge and t.max_bytes == 1048576 and t.max_pixels == 50_000_000
+    assert t.vips_threads == 4 and C.from_env({}).thumbnails.vips_threads == 1
     assert cfg.s3.acl is None and cfg.s3.presign_expiry == 604800
 
 

@@ -79,6 +79,10 @@ class ThumbnailSettings:
     fail_on: FailOn = FailOn.TRUNCATED
     render_timeout: float = 30.0  # a whole pdftoppm or heif-convert run, killed after
     render_max_memory_mb: int = 1024  # address-space limit of those child processes
+    # libvips threads per image. The runner renders several images at once (the thumbnails queue's
+    # concurrency), so one thread each keeps the cores busy without oversubscribing them; sharp makes
+    # the same choice on glibc Linux (measured in bench/RESULTS.md).
+    vips_threads: int = 1
 
     @property
     def max_pixels(self) -> int:
@@ -266,6 +270,7 @@ def parse_thumbnails(env: Mapping[str, str]) -> ThumbnailSettings:
         fail_on=fail_on,
         render_timeout=_float(env, "THUMBNAIL_RENDER_TIMEOUT", 30.0, 0.5, 3600),
         render_max_memory_mb=_int(env, "THUMBNAIL_RENDER_MAX_MEMORY_MB", 1024, 64, 65536),
+        vips_threads=_int(env, "THUMBNAIL_VIPS_THREADS", 1, 1, 256),
     )
 
 

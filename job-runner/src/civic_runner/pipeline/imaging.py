@@ -40,8 +40,9 @@ def vips_version() -> tuple[int, int, int]:
     return pyvips.version(0), pyvips.version(1), pyvips.version(2)
 
 
-def harden() -> None:
-    """Once per process, before the first untrusted byte is parsed."""
+def harden(threads: int = 1) -> None:
+    """Once per process, before the first untrusted byte is parsed (and `threads` libvips threads per
+    image: the first caller's setting holds for the process)."""
     global _hardened
     with _lock:
         if _hardened:
@@ -52,13 +53,15 @@ def harden() -> None:
                 "8.13 or later is needed to block unsafe loaders"
             )
         pyvips.cache_set_max(0)
+        pyvips.concurrency_set(threads)
         pyvips.block_untrusted_set(True)
         pyvips.operation_block_set("VipsForeignLoad", True)
         for name in ALLOWED_LOADERS:
             pyvips.operation_block_set(name, False)
         _hardened = True
         log.info(
-            "libvips hardened", extra={"vips": ".".join(map(str, vips_version())), "loaders": list(ALLOWED_LOADERS)}
+            "libvips hardened",
+            extra={"vips": ".".join(map(str, vips_version())), "loaders": list(ALLOWED_LOADERS), "threads": threads},
         )
 
 
@@ -87,7 +90,7 @@ def undecodable(exc: pyvips.Error) -> InputError:
 
 def open_header(data: bytes, settings: ThumbnailSettings) -> pyvips.Image:
     """Parse only the header (lazy open) and refuse anything whose pixel count is over the limit."""
-    harden()
+    harden(settings.vips_threads)
     try:
         head = pyvips.Image.new_from_buffer(data, "", access="sequential", fail_on=settings.fail_on.value)
     except pyvips.Error as exc:
@@ -193,7 +196,7 @@ def _render_image(data: bytes, settings: ThumbnailSettings, cascade: bool) -> li
 
 def render_pdf_page(png: bytes, settings: ThumbnailSettings) -> list[Rendered]:
     """Proportional PNG thumbnails (as Civic OS makes for PDFs) from the rendered first page."""
-    harden()
+    harden(settings.vips_threads)
     out: list[Rendered] = []
     try:
         page = pyvips.Image.new_from_buffer(png, "", access="sequential").copy_memory()
