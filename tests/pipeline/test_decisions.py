@@ -486,6 +486,10 @@ def test_heic_fallback_decisions() -> None:
     msg = "heif: Error while loading plugin: Support for this compression format has not been built in: HEVC"
     assert heic.needs_external_decoder(msg)
     assert not heic.needs_external_decoder("VipsJpeg: Premature end of input file")
+    # The header decides even when the error text was lost (another thread cleared libvips' buffer).
+    assert heic.needs_external_decoder("unable to copy to memory", "heifload_buffer", "hevc")
+    assert not heic.needs_external_decoder("unable to copy to memory", "heifload_buffer", "av1")
+    assert not heic.needs_external_decoder("unable to copy to memory", "jpegload_buffer", "")
     assert heic.command("a.heic", "b.jpg", 256, None) == ["heif-convert", "--quiet", "-q", "92", "a.heic", "b.jpg"]
     assert heic.command("a", "b", 256, "/usr/bin/prlimit")[:3] == ["/usr/bin/prlimit", f"--as={256 << 20}", "--"]
 

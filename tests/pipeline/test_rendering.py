@@ -136,6 +136,7 @@ HOSTILE_IMAGES = {
     "svg (untrusted loader)": (lambda: b'<svg xmlns="http://www.w3.org/2000/svg" width="9" height="9"/>', "|"),
     "ppm (loader not allowed)": (lambda: b"P6\n2 2\n255\n" + bytes(12), "|"),
     "random bytes": (lambda: os.urandom(4096), "could not be decoded"),
+    "truncated heic": (lambda: corpus.truncated(corpus.heic_hevc(1200, 900)), "Unexpected end of file"),
 }
 
 

@@ -18,8 +18,13 @@ from civic_runner.pipeline.errors import InputError
 HEIF_CONVERT = "heif-convert"
 
 
-def needs_external_decoder(libvips_error: str) -> bool:
-    """libvips' words for 'this HEIF's codec is not built in' (libheif: 'Unsupported codec' / 'HEVC')."""
+def needs_external_decoder(libvips_error: str, loader: str = "", compression: str = "") -> bool:
+    """Whether a failed decode should be retried with heif-convert: an HEVC-compressed HEIF (from the
+    header: libvips reads it without the codec) that libvips could not decode, or libvips' own words for
+    'this codec is not built in'. The header is the reliable signal: libvips' error text is one global
+    buffer, and with several images rendering at once another thread may clear it first."""
+    if loader.startswith("heifload") and compression.lower() == "hevc":
+        return True
     text = libvips_error.lower()
     return "hevc" in text and ("not been built in" in text or "decoder plugin" in text or "unsupported" in text)
 

@@ -8,6 +8,7 @@ the operation cache is off so one upload's buffers are not kept alive by the nex
 from __future__ import annotations
 
 import logging
+import re
 import threading
 from dataclasses import dataclass
 
@@ -30,7 +31,8 @@ ALLOWED_LOADERS = (
     "VipsForeignLoadTiff",
     "VipsForeignLoadHeif",  # HEIC and AVIF
 )
-MIN_VIPS = (8, 13)  # block_untrusted_set / operation_block_set
+MIN_VIPS = (8, 13)
+_CODE = re.compile(r"\(\d+(\.\d+)*\)")  # block_untrusted_set / operation_block_set
 
 _hardened = False
 _lock = threading.Lock()
@@ -76,8 +78,13 @@ class Rendered:
 
 
 def _reason(exc: pyvips.Error) -> str:
-    """libvips' last line ('VipsJpeg: Premature end of input file'), without the call chain."""
-    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip() and not ln.strip().startswith("unable to call")]
+    """libvips' last line ('VipsJpeg: Premature end of input file'), without the call chain and
+    without libheif's bare error codes ('(2.100)') that follow its message."""
+    lines = [
+        ln.strip()
+        for ln in str(exc).splitlines()
+        if ln.strip() and not ln.strip().startswith("unable to call") and not _CODE.fullmatch(ln.strip())
+    ]
     return (lines[-1] if lines else str(exc).strip())[:300]
 
 
@@ -188,10 +195,14 @@ def _render_image(data: bytes, settings: ThumbnailSettings, cascade: bool) -> li
                 Rendered(target.name, _encode_jpeg(final, target), final.width, final.height, "image/jpeg", "jpg")
             )
     except pyvips.Error as exc:
-        if heic.needs_external_decoder(str(exc)):
+        if heic.needs_external_decoder(str(exc), _field(head, "vips-loader"), _field(head, "heif-compression")):
             raise _NeedsHeifConvert() from exc
         raise undecodable(exc) from exc
     return out
+
+
+def _field(image: pyvips.Image, name: str) -> str:
+    return str(image.get(name)) if image.get_typeof(name) else ""
 
 
 def render_pdf_page(png: bytes, settings: ThumbnailSettings) -> list[Rendered]:
