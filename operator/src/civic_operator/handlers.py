@@ -53,8 +53,16 @@ async def shutdown(memo: kopf.Memo, **_: Any) -> None:
 @kopf.on.resume(*RESOURCE)
 @kopf.on.create(*RESOURCE)
 @kopf.on.update(*RESOURCE, field="spec")
-async def apply(spec: kopf.Spec, name: str, namespace: str | None, uid: str, patch: kopf.Patch, **_: Any) -> None:
+async def apply(
+    spec: kopf.Spec, name: str, namespace: str | None, uid: str, patch: kopf.Patch, memo: kopf.Memo, **_: Any
+) -> None:
     """Owned objects follow the pool's spec (including spec.replicas from `kubectl scale`)."""
+    current = memo.autoscalers.get(uid)
+    if current is not None and not current[1].done():
+        # One writer per pool: its autoscaler applies the newest spec it has seen (track() runs first
+        # for every event), so this handler, which can run on an older event, never undoes a newer apply.
+        current[0].wake.set()
+        return
     running = await reconcile(PoolRef(name, namespace or "default", uid), dict(spec))
     patch.status["selector"] = manifests.selector_string(name)
     patch.status["replicas"] = running["replicas"]
