@@ -142,3 +142,34 @@ def test_a_standing_by_replica_does_not_scale(replicas_patched: list[int]) -> No
     calls, patched = asyncio.run(scenario())
     assert (calls, patched) == (0, [])
     assert replicas_patched and replicas_patched[0] >= 1, "took over once the other replica left"
+
+
+def test_spec_changes_wake_the_pools_autoscaler_instead_of_applying(monkeypatch: pytest.MonkeyPatch) -> None:
+    """One writer per pool: kopf's change handler may run on an older event than the autoscaler has seen."""
+    from civic_operator import handlers
+
+    applied: list[dict[str, Any]] = []
+
+    async def reconcile(ref: PoolRef, spec: dict[str, Any]) -> dict[str, int]:
+        applied.append(spec)
+        return {"replicas": 0, "readyReplicas": 0}
+
+    monkeypatch.setattr(handlers, "reconcile", reconcile)
+
+    async def scenario() -> tuple[bool, bool]:
+        listener = RecordingListener()
+        scaler = PoolAutoscaler(PoolRef("files", "ns", "u1"), QueueWithWork(), listener)  # type: ignore[arg-type]
+        running = asyncio.get_running_loop().create_future()  # stands for the live task
+        memo = kopf.Memo(autoscalers={"u1": (scaler, running)})
+        await handlers.apply(
+            spec={"replicas": 2}, name="files", namespace="ns", uid="u1", patch=kopf.Patch(), memo=memo
+        )
+        woken = scaler.wake.is_set()
+        # Without a live autoscaler (before the first event reached track()), the handler applies itself.
+        await handlers.apply(
+            spec={"replicas": 3}, name="files", namespace="ns", uid="u2", patch=kopf.Patch(), memo=memo
+        )
+        running.cancel()
+        return woken, applied == [{"replicas": 3}]
+
+    assert asyncio.run(scenario()) == (True, True)
