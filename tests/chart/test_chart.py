@@ -210,6 +210,21 @@ def test_validator_rejects_what_it_should(tools: dict[str, str], crd_schema_dir:
         assert result["returncode"] != 0, f"accepted an invalid {doc['kind']}"
 
 
+EXAMPLES = sorted((ROOT / "examples").glob("pool-*.yaml"))
+
+
+@pytest.mark.parametrize("example", EXAMPLES, ids=lambda p: p.stem)
+def test_example_pools_are_valid(tools: dict[str, str], crd_schema_dir: Path, example: Path) -> None:
+    """What README tells users to `kubectl apply -f` passes the CRD's schema (CEL runs in the e2e tier)."""
+    result = kubeconform(tools, crd_schema_dir, example.read_text())
+    assert result["returncode"] == 0 and result["summary"]["valid"] == 1, result
+
+
+def test_readme_pool_is_the_example_file() -> None:
+    readme = (ROOT / "README.md").read_text()
+    assert (ROOT / "examples" / "pool-thumbnails.yaml").read_text() in readme, "README's pool differs from the file"
+
+
 # --- what the values promise ----------------------------------------------------------------------
 
 

@@ -9,11 +9,13 @@ from typing import Any
 
 import kubernetes
 import pytest
+import yaml
 
 from tests.e2e.clusters import Cluster
 from tests.e2e.conftest import OperatorProcess, pool_manifest, wait_until
 from tests.support.harness import insert, query
 
+ROOT = Path(__file__).resolve().parents[2]
 SELECTOR = "workers.civic-os.org/pool"
 
 
@@ -75,6 +77,30 @@ def test_invalid_pools_are_rejected_with_clear_messages(cluster: Cluster, namesp
             apply_pool(cluster, namespace, "bad", **spec)
         assert message in str(refused.value), f"{what}: {refused.value}"
     assert "bad" not in cluster.kubectl("get", "cwp", "-n", namespace, "-o", "name")
+
+
+def test_example_pools_apply_and_run(
+    cluster: Cluster, namespace: str, database: str, operator: OperatorProcess
+) -> None:
+    """examples/*.yaml as a user applies them (only the namespace and Secret names changed): the API
+    server's CEL rules accept them and the operator makes their Deployment or Jobs."""
+    for path in sorted((ROOT / "examples").glob("pool-*.yaml")):
+        body = yaml.safe_load(path.read_text())
+        body["metadata"]["namespace"] = namespace
+        body["spec"]["database"]["secretRef"]["name"] = "db"
+        body["spec"]["database"]["secretRef"].pop("key", None)
+        body["spec"].pop("s3", None)
+        out = cluster.kubectl("apply", "-f", "-", input=json.dumps(body))
+        assert "created" in out, out
+    wait_until(lambda: deployment_replicas(cluster, namespace, "thumbnails") == 0, 20, "thumbnails at zero")
+    wait_until(lambda: deployment_replicas(cluster, namespace, "s3-signer") == 1, 20, "s3-signer at its minimum")
+    insert(database, "echo", {"value": 1}, count=3, queue="thumbnails")
+    wait_until(lambda: (deployment_replicas(cluster, namespace, "thumbnails") or 0) >= 1, 10, "thumbnails wakes")
+    wait_until(
+        lambda: cluster.kubectl("get", "jobs", "-n", namespace, "-l", f"{SELECTOR}=thumbnails-batch", "-o", "name"),
+        20,
+        "Job mode example creates a Job",
+    )
 
 
 def test_pool_lifecycle_and_printer_columns(
