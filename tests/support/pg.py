@@ -43,6 +43,8 @@ class PostgresServer:
         self.data = self.root / "data"
         self.sock = self.root / "sock"
         self.port = port or free_port()
+        self._port_chosen_here = port is None
+        self._started = False
         self.bindir = pg_bindir()
         self.settings = {
             "max_connections": "200",
@@ -75,6 +77,23 @@ class PostgresServer:
                 f.write(f"port = {self.port}\nunix_socket_directories = '{self.sock}'\n")
 
     def start(self) -> None:
+        # A port found free can be taken by someone else before the server binds it: on a first start
+        # with a port of our choosing, take another one (a restart keeps its port: URLs are out).
+        for _ in range(3):
+            try:
+                self._start_once()
+                self._started = True
+                return
+            except RuntimeError as exc:
+                if self._started or not self._port_chosen_here or "Address already in use" not in str(exc):
+                    raise
+                self.port = free_port()
+                with open(self.data / "postgresql.conf", "a") as f:
+                    f.write(f"port = {self.port}\n")  # the last setting wins
+        self._start_once()
+        self._started = True
+
+    def _start_once(self) -> None:
         self.init()
         r = self._run(
             str(self.bindir / "pg_ctl"),

@@ -45,11 +45,14 @@ class SeaweedS3:
     def __init__(self, root: Path | None = None, buckets: tuple[str, ...] = ("civic-os-files",)) -> None:
         self.root = Path(root or tempfile.mkdtemp(prefix="civic-s3-"))
         self.buckets = buckets
-        self.ports = {
-            name: free_port()
-            for name in ("master", "master_grpc", "volume", "volume_grpc", "filer", "filer_grpc", "s3", "s3_grpc")
-        }
+        self.ports = self._free_ports()
         self.proc: subprocess.Popen[bytes] | None = None
+        self._port_retries = 3
+
+    @staticmethod
+    def _free_ports() -> dict[str, int]:
+        names = ("master", "master_grpc", "volume", "volume_grpc", "filer", "filer_grpc", "s3", "s3_grpc")
+        return {name: free_port() for name in names}
 
     @property
     def endpoint(self) -> str:
@@ -154,6 +157,16 @@ class SeaweedS3:
         created: set[str] = set()
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
+                if "address already in use" in self.log_tail() and self._port_retries > 0:
+                    # One of the ports found free was taken before weed bound it: start afresh elsewhere.
+                    self._port_retries -= 1
+                    log.warning("SeaweedFS could not bind a port; starting again on other ports")
+                    (self.root / "weed.log").rename(self.root / f"weed.log.{self._port_retries}")
+                    shutil.rmtree(self.root / "data", ignore_errors=True)
+                    self.ports = self._free_ports()
+                    client, created = self.client(), set()
+                    self.launch()
+                    continue
                 raise RuntimeError(f"SeaweedFS exited with {self.proc.returncode}:\n{self.log_tail()}")
             try:
                 for bucket in self.buckets:
