@@ -10,6 +10,7 @@ from typing import Any
 import kubernetes
 import pytest
 import yaml
+from civic_operator import GROUP, PLURAL, VERSION
 
 from tests.e2e.clusters import Cluster
 from tests.e2e.conftest import OperatorProcess, pool_manifest, wait_until
@@ -50,9 +51,7 @@ def api(cluster: Cluster) -> kubernetes.client.ApiClient:
 
 
 def desired_via_api(client: kubernetes.client.ApiClient, ns: str, name: str) -> int:
-    body = kubernetes.client.CustomObjectsApi(client).get_namespaced_custom_object(
-        "workers.civic-os.org", "v1alpha1", ns, "civicworkerpools", name
-    )
+    body = kubernetes.client.CustomObjectsApi(client).get_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, name)
     return int(body["spec"].get("replicas") or 0)
 
 

@@ -14,7 +14,7 @@ import logging
 import os
 import socket
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -89,7 +89,7 @@ class PeeringView:
         self,
         identity: str,
         priority: int,
-        reader: Any | None,  # async () -> list[Mapping]; None: standalone, always active
+        reader: Callable[[], Awaitable[list[dict[str, Any]]]] | None,  # None: standalone, always active
         ttl: float = 1.0,
     ) -> None:
         self.identity = identity

@@ -31,8 +31,8 @@ ALLOWED_LOADERS = (
     "VipsForeignLoadTiff",
     "VipsForeignLoadHeif",  # HEIC and AVIF
 )
-MIN_VIPS = (8, 13)
-_CODE = re.compile(r"\(\d+(\.\d+)*\)")  # block_untrusted_set / operation_block_set
+MIN_VIPS = (8, 13)  # block_untrusted_set / operation_block_set
+_CODE = re.compile(r"\(\d+(\.\d+)*\)")  # libheif's error codes, e.g. "(2.100)"
 
 _hardened = False
 _lock = threading.Lock()
