@@ -52,7 +52,7 @@ def test_dockerignore_keeps_junk_out() -> None:
     lines = [ln.strip() for ln in (ROOT / ".dockerignore").read_text().splitlines()]
     patterns = [ln for ln in lines if ln and not ln.startswith("#")]
     assert patterns[0] == "*", "allowlist: everything is excluded unless named"
-    assert {"!job-runner/", "!operator/", "!sql/"} <= set(patterns)
+    assert {"!job-runner/", "!operator/"} <= set(patterns)
     for junk in (
         ".venv",
         ".git",

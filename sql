@@ -1,0 +1,1 @@
+job-runner/src/civic_runner/sql
