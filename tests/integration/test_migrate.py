@@ -72,10 +72,41 @@ def test_detects_database_migrated_by_old_river(db_url: str) -> None:
         conn.execute("INSERT INTO metadata.river_migration (version) VALUES (1), (2), (3), (4)")
         conn.execute("INSERT INTO metadata.river_job (kind, args, max_attempts) VALUES ('k', '{}', 3)")
         assert Migrator(conn, "metadata").current(MAIN) == 4
-    assert migrate(db_url, civic=False) == ["main/5", "main/6", "main/7"]
+    # Not ours: the default changes nothing and says why; an explicit target upgrades.
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        m = Migrator(conn, "metadata")
+        assert m.up(civic=False) == []
+        assert m.decision is not None and "left at 4" in m.decision.reason and "--target 6" in m.decision.reason
+    assert migrate(db_url, target_main=7, civic=False) == ["main/5", "main/6", "main/7"]
     with psycopg.connect(db_url) as conn:
         assert read_catalog(conn, "metadata") == reference(7)
         assert conn.execute("SELECT count(*) FROM metadata.river_job").fetchone() == (1,)
+
+
+def test_a_schema_we_created_follows_the_latest_and_keeps_our_mark(db_url: str) -> None:
+    assert len(migrate(db_url, target_main=5, civic=False)) == 5  # 005 recreates river_migration
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        m = Migrator(conn, "metadata")
+        assert m.ours() and m.origin() == "civic-runner"
+        assert [x.version for x in m.up(civic=False)] == [6, 7]
+        assert m.decision is not None and "created by civic-runner" in m.decision.reason
+        assert m.ours()
+
+
+def test_migrate_cli_reports_what_it_detected_and_decided(db_url: str) -> None:
+    import subprocess
+    import sys
+
+    migrate(db_url, target_main=6, civic=False)
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        conn.execute("COMMENT ON TABLE metadata.river_migration IS NULL")  # as if River had made it
+    cli = [sys.executable, "-m", "civic_runner.cli", "migrate", "--database-url", db_url, "--river-only"]
+    out = json.loads(subprocess.run(cli, capture_output=True, text=True, check=True).stdout)
+    assert out["detected"] == {"main": 6, "river_schema_origin": "River's migrator or another tool"}
+    assert out["applied"] == [] and out["main"] == 6
+    assert "left at 6" in out["decided"] and "--target" in out["decided"]
+    out = json.loads(subprocess.run([*cli, "--target", "7"], capture_output=True, text=True, check=True).stdout)
+    assert out["applied"] == ["main/007_notification_outbox_sqlite_jsonb_and_sql_cleanup"] and out["main"] == 7
 
 
 def test_concurrent_migrators_are_serialised(db_url: str) -> None:

@@ -64,8 +64,9 @@ def build_parser(env_values: dict[str, Any] | None = None) -> argparse.ArgumentP
     mig.add_argument(
         "--target",
         type=int,
-        default=LATEST[MAIN],
-        help=f"River schema version to migrate to (Civic OS runs 6; latest {LATEST[MAIN]})",
+        default=None,
+        help=f"River schema version to migrate to (latest {LATEST[MAIN]}; Civic OS runs 6). Default: the latest "
+        "for a schema civic-runner creates or created, and no change to a River schema someone else created",
     )
     mig.add_argument(
         "--river-only", action="store_true", help="only River's tables; leave Civic OS's file tables and triggers alone"
@@ -140,19 +141,23 @@ def cmd_migrate(args: argparse.Namespace) -> int:
         if args.status:
             print(_dump({"schema": args.schema, MAIN: m.current(MAIN), CIVIC: m.current(CIVIC)}))
             return 0
+        report: dict[str, Any] = {"schema": args.schema}
         if args.down:
+            if args.target is None:
+                print("--down needs --target (the version to revert to)", file=sys.stderr)
+                return 2
             done = m.down(args.line, args.target)
+            report["reverted"] = [f"{x.line}/{x.version:03d}_{x.name}" for x in done]
         else:
+            report["detected"] = {MAIN: m.current(MAIN), "river_schema_origin": m.origin() if m.current(MAIN) else None}
             done = m.up(args.target, civic=not args.river_only)
-        print(
-            _dump(
-                {
-                    "applied" if not args.down else "reverted": [f"{x.line}/{x.version:03d}_{x.name}" for x in done],
-                    MAIN: m.current(MAIN),
-                    CIVIC: m.current(CIVIC),
-                }
-            )
-        )
+            assert m.decision is not None
+            report["decided"] = m.decision.reason
+            if m.civic_note:
+                report["civic_files"] = m.civic_note
+            report["applied"] = [f"{x.line}/{x.version:03d}_{x.name}" for x in done]
+        report.update({MAIN: m.current(MAIN), CIVIC: m.current(CIVIC)})
+        print(_dump(report))
     return 0
 
 

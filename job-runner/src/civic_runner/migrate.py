@@ -4,6 +4,11 @@
 Each step runs in its own transaction together with its river_migration row; a session advisory
 lock serialises concurrent migrators. Versions already applied (by River, Civic OS or us) are
 detected from river_migration and skipped.
+
+Someone else's database is left as it is: without an explicit target, a River schema that
+civic-runner did not create keeps its version (Civic OS vendors River 1..6 and its own
+`sqitch verify` breaks once 007 drops `river_client`). A schema we created carries a comment on
+river_migration (OWNER_MARK) and follows the latest version.
 """
 
 from __future__ import annotations
@@ -26,6 +31,36 @@ CIVIC = "civic_files"
 LINE_DIRS = {MAIN: "river", CIVIC: "civic"}
 LATEST = {MAIN: 7, CIVIC: 2}
 _FILE_RE = re.compile(r"^(\d{3})_(\w+)\.(up|down)\.sql$")
+
+
+OWNER_MARK = "created by civic-runner migrate"
+MIN_RUNNABLE = 6  # the oldest River schema the runner works on (what Civic OS ships)
+
+
+@dataclass(frozen=True)
+class TargetDecision:
+    target: int
+    reason: str
+
+
+def choose_target(current: int, ours: bool, requested: int | None, latest: int, origin: str) -> TargetDecision:
+    """River's version to migrate to: what was asked for, else latest for a schema we create or
+    created, else the version the schema already has (someone else's database is not ours to change)."""
+    if requested is not None:
+        if requested < current:
+            return TargetDecision(
+                current,
+                f"--target {requested} is below the current {current}: nothing to do (`migrate --down` reverts)",
+            )
+        return TargetDecision(requested, f"--target {requested} given")
+    if current == 0:
+        return TargetDecision(latest, f"no River schema here: creating it at the latest version, {latest}")
+    if ours:
+        return TargetDecision(latest, f"River schema created by civic-runner: keeping it at the latest, {latest}")
+    hint = "pass --target N to change it"
+    if current < MIN_RUNNABLE:
+        hint = f"the runner needs {MIN_RUNNABLE} or later: pass --target {MIN_RUNNABLE} (or {latest}) to upgrade it"
+    return TargetDecision(current, f"River schema at {current} was created by {origin}: left at {current}; {hint}")
 
 
 @dataclass(frozen=True)
@@ -74,6 +109,8 @@ class Migrator:
         self.conn = conn
         self.schema = schema
         self.s = quote_ident(schema)
+        self.decision: TargetDecision | None = None
+        self.civic_note: str | None = None
 
     # -- reading state ----------------------------------------------------------------------------
 
@@ -101,6 +138,32 @@ class Migrator:
         else:
             return 0
         return int(row[0]) if row else 0
+
+    def ours(self) -> bool:
+        """river_migration carries our mark (a table comment: River's catalog has none)."""
+        if not self._exists("river_migration"):
+            return False
+        row = self.conn.execute(
+            "SELECT obj_description(to_regclass(%s), 'pg_class')", (f"{self.s}.river_migration",)
+        ).fetchone()
+        return bool(row and row[0] == OWNER_MARK)
+
+    def origin(self) -> str:
+        """Who made this River schema, as far as its shape tells."""
+        if self.ours():
+            return "civic-runner"
+        row = self.conn.execute(
+            """SELECT 1 FROM information_schema.columns
+               WHERE table_schema = %s AND table_name = 'river_migration' AND column_name = 'id'""",
+            (self.schema,),
+        ).fetchone()
+        if row:
+            return "Civic OS (its hand-vendored River: river_migration has an id column)"
+        return "River's migrator or another tool"
+
+    def _mark_ours(self) -> None:
+        if self._exists("river_migration"):
+            self.conn.execute(f"COMMENT ON TABLE {self.s}.river_migration IS '{OWNER_MARK}'")
 
     def civic_tables_foreign(self) -> bool:
         """Civic OS's own file tables are present and were not created by us: leave them alone."""
@@ -142,22 +205,31 @@ class Migrator:
             extra={"line": m.line, "version": m.version, "migration_name": m.name, "schema": self.schema},
         )
 
-    def up(self, target_main: int = LATEST[MAIN], civic: bool = True) -> list[Migration]:
-        if not 1 <= target_main <= LATEST[MAIN]:
+    def up(self, target_main: int | None = None, civic: bool = True) -> list[Migration]:
+        """Apply what the target decision asks for; `self.decision` says what was decided and why."""
+        if target_main is not None and not 1 <= target_main <= LATEST[MAIN]:
             raise ValueError(f"--target must be 1..{LATEST[MAIN]}")
         self._lock()
         try:
             self.conn.execute(f"CREATE SCHEMA IF NOT EXISTS {self.s}")
-            applied = []
             main_now = self.current(MAIN)
-            if main_now > target_main:
-                log.info(
-                    "River schema is already newer than the target; nothing to do",
-                    extra={"current": main_now, "target": target_main},
-                )
-            for m in plan_up(main_now, target_main, load_line(MAIN)):
+            ours = main_now == 0 or self.ours()
+            self.decision = choose_target(main_now, ours, target_main, LATEST[MAIN], self.origin())
+            log.info(
+                "migration target decided",
+                extra={
+                    "schema": self.schema,
+                    "current": main_now,
+                    "target": self.decision.target,
+                    "reason": self.decision.reason,
+                },
+            )
+            applied = []
+            for m in plan_up(main_now, self.decision.target, load_line(MAIN)):
                 self._apply(m, up=True)
                 applied.append(m)
+            if ours:
+                self._mark_ours()  # again after each run: River's 005 recreates river_migration
             if civic:
                 applied += self._civic_up()
             return applied
@@ -168,6 +240,7 @@ class Migrator:
         if self.current(MAIN) < 5:
             raise RuntimeError("the civic_files line needs River's schema at version 5 or later")
         if self.civic_tables_foreign():
+            self.civic_note = "Civic OS's own files and file_upload_requests exist: left alone"
             log.info(
                 "Civic OS file tables already exist and belong to Civic OS; leaving them alone",
                 extra={"schema": self.schema},
