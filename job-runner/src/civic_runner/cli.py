@@ -19,7 +19,7 @@ from civic_runner.admin import Admin
 from civic_runner.config import SETTINGS, RunnerConfig, Setting, from_env
 from civic_runner.migrate import CIVIC, LATEST, MAIN, Migrator
 from civic_runner.registry import default_registry
-from civic_runner.runner import Runner, StartupError
+from civic_runner.runner import Runner
 
 log = logging.getLogger("civic_runner.cli")
 
@@ -128,11 +128,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         importlib.import_module(module)
     if not default_registry.kinds():
         log.warning("no job kinds registered: every job claimed will fail as unknown (set CIVIC_KINDS_MODULES)")
-    try:
-        return asyncio.run(Runner(cfg, default_registry).run())
-    except StartupError as exc:
-        log.error(str(exc))
-        return 2
+    return asyncio.run(Runner(cfg, default_registry).run())
 
 
 def cmd_migrate(args: argparse.Namespace) -> int:

@@ -45,6 +45,14 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("poll_only", ("CIVIC_POLL_ONLY",), False, "never LISTEN (for PgBouncer transaction pooling)", bool),
     Setting("fetch_poll_interval", ("CIVIC_FETCH_POLL_INTERVAL",), 1.0, "seconds between polls when idle", float),
     Setting(
+        "insert_watch_interval",
+        ("CIVIC_INSERT_WATCH_INTERVAL",),
+        0.005,
+        "seconds between looks for jobs inserted without NOTIFY (Civic OS's triggers), by one process per "
+        "schema, which then notifies; 0: off",
+        float,
+    ),
+    Setting(
         "fetch_cooldown",
         ("CIVIC_FETCH_COOLDOWN",),
         0.002,
@@ -159,6 +167,7 @@ class RunnerConfig:
     db_max_conns: int = 4
     poll_only: bool = False
     fetch_poll_interval: float = 1.0
+    insert_watch_interval: float = 0.005
     fetch_cooldown: float = 0.002
     job_timeout: float = 60.0
     shutdown_grace: float = 25.0

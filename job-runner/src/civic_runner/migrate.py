@@ -22,6 +22,7 @@ from typing import Any
 
 import psycopg
 
+from civic_runner.access import MIN_SCHEMA_VERSION
 from civic_runner.driver import channel, quote_ident
 
 log = logging.getLogger("civic_runner.migrate")
@@ -34,7 +35,6 @@ _FILE_RE = re.compile(r"^(\d{3})_(\w+)\.(up|down)\.sql$")
 
 
 OWNER_MARK = "created by civic-runner migrate"
-MIN_RUNNABLE = 6  # the oldest River schema the runner works on (what Civic OS ships)
 
 
 @dataclass(frozen=True)
@@ -58,8 +58,9 @@ def choose_target(current: int, ours: bool, requested: int | None, latest: int, 
     if ours:
         return TargetDecision(latest, f"River schema created by civic-runner: keeping it at the latest, {latest}")
     hint = "pass --target N to change it"
-    if current < MIN_RUNNABLE:
-        hint = f"the runner needs {MIN_RUNNABLE} or later: pass --target {MIN_RUNNABLE} (or {latest}) to upgrade it"
+    if current < MIN_SCHEMA_VERSION:
+        need = MIN_SCHEMA_VERSION
+        hint = f"the runner needs {need} or later: pass --target {need} (or {latest}) to upgrade it"
     return TargetDecision(current, f"River schema at {current} was created by {origin}: left at {current}; {hint}")
 
 

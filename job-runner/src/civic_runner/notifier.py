@@ -2,6 +2,9 @@
 
 Reconnects with backoff when the connection drops (e.g. PostgreSQL restarts); after a reconnect
 `on_connect` runs so producers fetch at once, since notifications sent meanwhile are lost.
+
+A `ticker` (the insert watcher) shares the connection: it runs between waits for notifications
+(psycopg keeps notifications that arrive meanwhile for the next wait) and says how long to wait.
 """
 
 from __future__ import annotations
@@ -10,7 +13,7 @@ import asyncio
 import json
 import logging
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 import psycopg
 
@@ -21,6 +24,12 @@ log = logging.getLogger("civic_runner.notifier")
 Handler = Callable[[dict[str, Any]], None]
 
 
+class Ticker(Protocol):
+    async def tick(self, conn: psycopg.AsyncConnection[Any]) -> float: ...
+
+    def connection_lost(self) -> None: ...
+
+
 class Notifier:
     def __init__(
         self,
@@ -28,11 +37,13 @@ class Notifier:
         schema: str,
         handlers: dict[str, Handler],
         on_connect: Callable[[], None] | None = None,
+        ticker: Ticker | None = None,
     ) -> None:
         self._conninfo = conninfo
         self._schema = schema
         self._handlers = handlers
         self._on_connect = on_connect
+        self._ticker = ticker
         self.connected = False
 
     async def run(self) -> None:
@@ -59,14 +70,18 @@ class Notifier:
                     backoff = 0.1
                     if self._on_connect:
                         self._on_connect()
-                    async for n in conn.notifies():
-                        self._dispatch(n.channel, n.payload)
+                    while True:
+                        wait = await self._ticker.tick(conn) if self._ticker else None
+                        async for n in conn.notifies(timeout=wait):
+                            self._dispatch(n.channel, n.payload)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
                 log.warning("listener connection lost; reconnecting", extra={"error": str(exc).strip()})
             finally:
                 self.connected = False
+                if self._ticker:
+                    self._ticker.connection_lost()
             await asyncio.sleep(backoff)
 
     def _dispatch(self, chan: str, payload: str) -> None:

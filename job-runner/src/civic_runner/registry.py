@@ -7,6 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from civic_runner.access import Need
 from civic_runner.job import Job, JobContext
 
 WorkFn = Callable[[Job, JobContext], Any]
@@ -23,6 +24,7 @@ class Worker:
 class Registry:
     def __init__(self) -> None:
         self._workers: dict[str, Worker] = {}
+        self._needs: list[Need] = []
 
     def kind(self, name: str, *, timeout: float | None = None) -> Callable[[WorkFn], WorkFn]:
         """Decorator: `@registry.kind("s3_presign")` on `def work(job, ctx)` or `async def`."""
@@ -37,6 +39,14 @@ class Registry:
         if name in self._workers:
             raise ValueError(f"job kind {name!r} is registered twice")
         self._workers[name] = Worker(name, fn, inspect.iscoroutinefunction(fn), timeout)
+
+    def require(self, table: str, *privileges: str) -> None:
+        """A table (in the runner's schema) and the privileges the registered kinds use on it: checked
+        at start-up, so a missing grant is reported before any job fails on it."""
+        self._needs.append(Need(table, tuple(privileges)))
+
+    def needs(self) -> list[Need]:
+        return list(self._needs)
 
     def get(self, name: str) -> Worker | None:
         return self._workers.get(name)

@@ -12,7 +12,7 @@ from typing import Any
 
 from psycopg_pool import AsyncConnectionPool
 
-from civic_runner import http
+from civic_runner import access, http
 from civic_runner.completer import BatchCompleter
 from civic_runner.config import RunnerConfig
 from civic_runner.driver import Driver
@@ -22,15 +22,16 @@ from civic_runner.maintenance import Maintainer
 from civic_runner.notifier import Notifier
 from civic_runner.producer import Producer
 from civic_runner.registry import Registry
+from civic_runner.watcher import InsertWatcher
 
 log = logging.getLogger("civic_runner.runner")
 
-MIN_SCHEMA_VERSION = 6  # what Civic OS ships; River's latest is 7
-STARTUP_DB_WAIT = 60.0
+STARTUP_RETRY_MAX = 10.0  # seconds between start-up checks, at most
+STARTUP_REPEAT_LOG = 60.0  # an unchanged start-up problem is logged again this often
 
 
-class StartupError(Exception):
-    pass
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
 
 
 class Runner:
@@ -44,6 +45,8 @@ class Runner:
         self._heartbeat = time.monotonic()
         self.producers: dict[str, Producer] = {}
         self.notifier: Notifier | None = None
+        self.watcher: InsertWatcher | None = None
+        self.startup_problem: str | None = "starting: checking the database"
 
     def request_stop(self, reason: str = "requested") -> None:
         if not self._stop.is_set():
@@ -59,6 +62,8 @@ class Runner:
     def ready(self) -> tuple[bool, str]:
         if self._stopping:
             return False, "shutting down"
+        if self.startup_problem:
+            return False, self.startup_problem
         bad = [q for q, p in self.producers.items() if not p.healthy]
         if bad:
             return False, f"database unreachable for queues {','.join(bad)}"
@@ -84,29 +89,50 @@ class Runner:
             reconnect_timeout=0,
         )
         await pool.open(wait=False)
+        if self._install_signals:
+            loop = asyncio.get_running_loop()
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.add_signal_handler(sig, self.request_stop, sig.name)
+        # Probes answer at once: while the database is not usable, /readyz says why (and /healthz
+        # stays up, so a liveness probe does not restart-loop a runner that waits for a GRANT).
+        server = http.serve(cfg.http_host, cfg.http_port, self.healthy, self.ready) if cfg.http_port else None
+        beat = asyncio.create_task(self._beat(), name="heartbeat")
         try:
-            await self._check_schema(pool)
+            if not await self._wait_until_usable(pool):
+                return 1
             return await self._serve(pool, listen)
         finally:
+            beat.cancel()
+            if server:
+                server.shutdown()
             await pool.close()
 
-    async def _check_schema(self, pool: AsyncConnectionPool) -> None:
-        deadline = time.monotonic() + STARTUP_DB_WAIT
-        while True:
+    async def _wait_until_usable(self, pool: AsyncConnectionPool) -> bool:
+        """Check schema, River's version and the role's grants until they are right (False: stopped first)."""
+        needs = access.river_needs(self.cfg.maintenance) + self.registry.needs()
+        delay, said, said_at = 1.0, "", 0.0
+        while not self._stop.is_set():
             try:
                 async with pool.connection(timeout=5) as conn:
-                    version = await self.driver.migration_version(conn)
-                break
+                    problem = access.diagnose(await access.probe(conn, self.cfg.schema, needs), self.cfg.schema)
             except Exception as exc:
-                if time.monotonic() > deadline:
-                    raise StartupError(f"database unreachable for {STARTUP_DB_WAIT:.0f}s: {exc}") from exc
-                log.warning("waiting for the database", extra={"error": str(exc).strip()})
-                await asyncio.sleep(2)
-        if version < MIN_SCHEMA_VERSION:
-            raise StartupError(
-                f"River schema in {self.cfg.schema!r} is at version {version}, need >= {MIN_SCHEMA_VERSION}: "
-                "run `civic-runner migrate` first"
-            )
+                problem = f"database unreachable or failing: {_first_line(exc)}"
+            if problem is None:
+                if said:
+                    log.info("database usable now", extra={"schema": self.cfg.schema})
+                self.startup_problem = None
+                return True
+            self.startup_problem = problem
+            if problem != said or time.monotonic() - said_at >= STARTUP_REPEAT_LOG:
+                log.error("not ready: " + problem, extra={"schema": self.cfg.schema, "retry_s": delay})
+                said, said_at = problem, time.monotonic()
+            try:
+                await asyncio.wait_for(self._stop.wait(), delay)
+            except TimeoutError:
+                pass
+            delay = min(delay * 2, STARTUP_RETRY_MAX)
+        log.warning("stopped before the database was usable", extra={"problem": self.startup_problem})
+        return False
 
     async def _serve(self, pool: AsyncConnectionPool, listen: bool) -> int:
         cfg = self.cfg
@@ -126,13 +152,12 @@ class Runner:
                 threads=threads,
             )
         elector = Elector(pool, self.driver, cfg.client_id, cfg.elect_interval)
-        tasks: list[asyncio.Task[Any]] = [
-            asyncio.create_task(completer.run(), name="completer"),
-            asyncio.create_task(self._beat(), name="heartbeat"),
-        ]
+        tasks: list[asyncio.Task[Any]] = [asyncio.create_task(completer.run(), name="completer")]
         producer_tasks = [asyncio.create_task(p.run(), name=f"producer-{q}") for q, p in self.producers.items()]
         background: list[asyncio.Task[Any]] = []
         if listen:
+            if cfg.insert_watch_interval > 0:
+                self.watcher = InsertWatcher(cfg.schema, cfg.insert_watch_interval)
             self.notifier = Notifier(
                 cfg.database_url,
                 cfg.schema,
@@ -142,6 +167,7 @@ class Runner:
                     "river_leadership": elector.on_notification,
                 },
                 on_connect=self._wake_all,
+                ticker=self.watcher,
             )
             background.append(asyncio.create_task(self.notifier.run(), name="notifier"))
         elector_task = None
@@ -152,11 +178,6 @@ class Runner:
         if cfg.exit_when_idle:
             background.append(asyncio.create_task(self._exit_when_idle(completer), name="idle-watch"))
 
-        if self._install_signals:
-            loop = asyncio.get_running_loop()
-            for sig in (signal.SIGTERM, signal.SIGINT):
-                loop.add_signal_handler(sig, self.request_stop, sig.name)
-        server = http.serve(cfg.http_host, cfg.http_port, self.healthy, self.ready) if cfg.http_port else None
         log.info(
             "runner started",
             extra={
@@ -192,8 +213,6 @@ class Runner:
         await asyncio.gather(*background, *tasks, *([elector_task] if elector_task else []), return_exceptions=True)
         if cfg.maintenance:
             await elector.resign()
-        if server:
-            server.shutdown()
         threads.shutdown(wait=False, cancel_futures=True)
         log.info("runner stopped", extra={"client_id": cfg.client_id})
         return 0

@@ -52,6 +52,10 @@ class Database:
         self.requests = f"{s}.file_upload_requests"
         self._pool: ConnectionPool | None = None
         self._lock = threading.Lock()
+        # Whether row-level security on files applies to our role (None: not known yet). When it
+        # may, a row we cannot see may be hidden rather than deleted.
+        self.rls_applies: bool | None = None
+        self.role: str | None = None
 
     def pool(self) -> ConnectionPool:
         with self._lock:
@@ -84,9 +88,14 @@ class Database:
         except Exception as exc:  # the database may not be up yet: jobs will report it
             log.warning("could not check row-level security", extra={"error": str(exc).strip()})
             return
-        if row and rls_may_block(bool(row[0]), bool(row[1]), bool(row[2]), bool(row[3])):
+        if not row:
+            return
+        self.role = str(row[4])
+        self.rls_applies = rls_may_block(bool(row[0]), bool(row[1]), bool(row[2]), bool(row[3]))
+        if self.rls_applies:
             log.warning(
-                "row-level security applies to this role: thumbnail updates of older files will fail",
+                "row-level security applies to this role: files it may not read stay invisible and "
+                "thumbnail updates of older files will fail",
                 extra={"role": row[4], "table": self.files, "hint": RLS_HINT},
             )
 

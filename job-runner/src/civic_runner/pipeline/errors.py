@@ -19,6 +19,18 @@ class InputError(Exception):
     """Bad input; str(self) is a sentence for thumbnail_error / error_message."""
 
 
+RLS_READ_HINT = (
+    'row-level security on metadata.files may be hiding it from role {role} (policy "Tiered file visibility" '
+    "shows a role without a JWT only files anonymous may read): the worker's role must bypass RLS "
+    "(ALTER ROLE {role} BYPASSRLS, or connect as the table owner)"
+)
+
+
+class RowHidden(Exception):
+    """A files row we cannot see while row-level security applies to us: hidden, or deleted. Retried
+    (fixing the role recovers it); str(self) names the cause."""
+
+
 class UpdateBlocked(Exception):
     """An UPDATE of a row we just read matched nothing: row-level security, or a concurrent delete."""
 

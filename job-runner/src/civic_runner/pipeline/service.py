@@ -53,6 +53,9 @@ class Pipeline:
     def register(self, registry: Registry) -> Registry:
         registry.add(KIND_PRESIGN, self.presign)
         registry.add(KIND_THUMBNAIL, self.thumbnail)
+        # Exactly what the two kinds do (docs/civic-os.md's worker role grants these and no more).
+        registry.require("file_upload_requests", "SELECT", "UPDATE")
+        registry.require("files", "SELECT", "UPDATE")
         return registry
 
     def close(self) -> None:

@@ -27,7 +27,7 @@ from civic_runner.job import Job, JobContext
 from civic_runner.pipeline import imaging, pdf
 from civic_runner.pipeline.config import ThumbnailSettings
 from civic_runner.pipeline.db import Database, FileRow
-from civic_runner.pipeline.errors import RLS_HINT, InputError, UpdateBlocked
+from civic_runner.pipeline.errors import RLS_HINT, RLS_READ_HINT, InputError, RowHidden, UpdateBlocked
 from civic_runner.pipeline.keys import thumbnail_key
 from civic_runner.pipeline.mime import Kind, choose_renderer, kind_of_type
 from civic_runner.pipeline.plan import pdf_render_box
@@ -115,6 +115,13 @@ class ThumbnailWorker:
             raise PermanentError(message) from exc
         except (PermanentError, UpdateBlocked):
             raise
+        except RowHidden as exc:
+            # Nothing to record on a row we cannot see: the job's error entry carries the reason.
+            log.warning(
+                "thumbnail attempt failed",
+                extra={"file_id": fid, "job_id": job.id, "attempt": job.attempt, "error": str(exc)},
+            )
+            raise
         except InterruptedError:
             reason = ctx.cancel_reason
             if reason == STOP_REMOTE_CANCEL:
@@ -145,8 +152,13 @@ class ThumbnailWorker:
     def _row(self, args: ThumbnailArgs) -> FileRow:
         row = self.db.file_row(args.file_id)
         if row is None:
-            raise PermanentError(
-                f"no metadata.files row {args.file_id} (deleted, or hidden from this role by row-level security)"
+            if self.db.rls_applies is False:
+                raise PermanentError(f"no metadata.files row {args.file_id}: it was deleted")
+            role = self.db.role or "of the worker"
+            raise RowHidden(
+                f"no metadata.files row {args.file_id} visible: deleted, or "
+                + RLS_READ_HINT.format(role=role)
+                + "; will retry"
             )
         if args.legacy_key is not None and args.legacy_key != row.original_key:
             log.warning(

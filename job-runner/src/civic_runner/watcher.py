@@ -1,0 +1,125 @@
+"""The insert watcher: announces new jobs that were inserted without a NOTIFY.
+
+Civic OS's enqueue triggers insert into river_job and send no notification, so a runner that only
+LISTENs would find those jobs by its poll (1 s). Instead, one process per schema (whoever holds a
+session advisory lock on its LISTEN connection) reads the rows past the highest id it has seen,
+every `insert_watch_interval` (5 ms by default), and sends River's own `river_insert` notification
+for each queue that got an `available` job. Every runner (and River's Go clients) then wakes as if
+the inserter had notified. The cost is one index-served query per tick for the whole fleet, not
+per runner; the others retry the lock every few seconds.
+
+A lower id can commit after a higher one (concurrent inserters): ids skipped over are kept as
+"holes" and looked at again for `HOLE_TTL` seconds, so they are announced too (a rolled-back id
+simply expires).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from psycopg import AsyncConnection
+
+from civic_runner.driver import channel, quote_ident
+
+log = logging.getLogger("civic_runner.watcher")
+
+PAGE = 1000  # rows read per tick at most: a burst is walked through, not read at once
+HOLE_TTL = 2.0  # seconds a skipped id is looked for again
+MAX_HOLES = 1000
+LOCK_RETRY = 2.0  # seconds between attempts to become the watcher
+RESYNC_EVERY = 10.0  # seconds between checks that ids did not go backwards (a sequence reset)
+
+
+@dataclass
+class Watermark:
+    seen: int
+    holes: dict[int, float] = field(default_factory=dict)  # id -> when it was first missed
+
+
+def advance(mark: Watermark, rows: list[tuple[int, str, str]], now: float) -> set[str]:
+    """Take a tick's rows (id, queue, state) into the watermark; the queues to announce."""
+    got = {r[0] for r in rows}
+    for hole in [h for h, since in mark.holes.items() if h in got or now - since > HOLE_TTL]:
+        del mark.holes[hole]
+    fresh = sorted(i for i in got if i > mark.seen)
+    if fresh:
+        expected = mark.seen + 1
+        for i in fresh:
+            for missing in range(max(expected, i - MAX_HOLES), i):  # a huge gap: only its top matters
+                mark.holes[missing] = now
+            expected = i + 1
+        mark.seen = fresh[-1]
+        if len(mark.holes) > MAX_HOLES:  # a burst of rollbacks: keep the newest
+            for old in sorted(mark.holes)[: len(mark.holes) - MAX_HOLES]:
+                del mark.holes[old]
+    return {queue for _, queue, state in rows if state == "available"}
+
+
+class InsertWatcher:
+    """Runs on the notifier's connection between waits for notifications (see Notifier.on_tick)."""
+
+    def __init__(self, schema: str, interval: float) -> None:
+        self.schema = schema
+        self.interval = interval
+        s = quote_ident(schema)
+        self._fresh_sql = (
+            f"(SELECT id, queue, state::text FROM {s}.river_job WHERE id > %s ORDER BY id LIMIT {PAGE})"
+            f" UNION ALL (SELECT id, queue, state::text FROM {s}.river_job WHERE id = ANY(%s::bigint[]) AND id <= %s)"
+        )
+        self._max_sql = f"SELECT coalesce(max(id), 0) FROM {s}.river_job"
+        self._notify_sql = "SELECT pg_notify(%s, json_build_object('queue', q)::text) FROM unnest(%s::text[]) AS q"
+        self._lock_key = f"civic-runner insert watcher {schema}"
+        self._channel = channel(schema, "river_insert")
+        self.holding = False
+        self.announced = 0
+        self._mark = Watermark(0)
+        self._next_lock_try = 0.0
+        self._next_resync = 0.0
+
+    def connection_lost(self) -> None:
+        """The session ended, and the advisory lock with it."""
+        if self.holding:
+            log.info("insert watcher stopped: its connection was lost", extra={"schema": self.schema})
+        self.holding = False
+        self._next_lock_try = 0.0
+
+    async def tick(self, conn: AsyncConnection[Any]) -> float:
+        """One round; returns the seconds until the next one."""
+        now = time.monotonic()
+        if not self.holding:
+            if now < self._next_lock_try:
+                return self._next_lock_try - now
+            self._next_lock_try = now + LOCK_RETRY
+            cur = await conn.execute("SELECT pg_try_advisory_lock(hashtext(%s))", (self._lock_key,))
+            row = await cur.fetchone()
+            if not (row and row[0]):
+                return LOCK_RETRY
+            self.holding = True
+            self._mark = Watermark(await self._max_id(conn))
+            self._next_resync = now + RESYNC_EVERY
+            log.info(
+                "insert watcher: this process announces inserts made without NOTIFY",
+                extra={"schema": self.schema, "interval_ms": self.interval * 1000, "from_id": self._mark.seen},
+            )
+            return self.interval
+        if now >= self._next_resync:
+            self._next_resync = now + RESYNC_EVERY
+            top = await self._max_id(conn)
+            if top < self._mark.seen:  # ids went backwards (the table was emptied and its sequence reset)
+                self._mark = Watermark(top)
+        holes = list(self._mark.holes)
+        cur = await conn.execute(self._fresh_sql, (self._mark.seen, holes, self._mark.seen))
+        rows = [(int(r[0]), str(r[1]), str(r[2])) for r in await cur.fetchall()]
+        queues = advance(self._mark, rows, now)
+        if queues:
+            await conn.execute(self._notify_sql, (self._channel, sorted(queues)))
+            self.announced += len(queues)
+        return 0.0 if len(rows) >= PAGE else self.interval
+
+    async def _max_id(self, conn: AsyncConnection[Any]) -> int:
+        cur = await conn.execute(self._max_sql)
+        row = await cur.fetchone()
+        return int(row[0]) if row else 0

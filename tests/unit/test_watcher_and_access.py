@@ -1,0 +1,103 @@
+"""The insert watcher's watermark and the start-up diagnosis: pure decisions, table-tested."""
+
+from __future__ import annotations
+
+import pytest
+from civic_runner.access import Facts, diagnose, river_needs
+from civic_runner.watcher import HOLE_TTL, MAX_HOLES, Watermark, advance
+
+pytestmark = pytest.mark.unit
+
+
+def rows(*spec: tuple[int, str]) -> list[tuple[int, str, str]]:
+    return [(i, q, "available" if not q.startswith("later") else "scheduled") for i, q in spec]
+
+
+def test_new_rows_advance_and_announce_their_queues() -> None:
+    m = Watermark(10)
+    assert advance(m, rows((11, "s3_signer"), (12, "thumbnails"), (13, "s3_signer")), now=0) == {
+        "s3_signer",
+        "thumbnails",
+    }
+    assert m.seen == 13 and m.holes == {}
+
+
+def test_only_available_rows_are_announced() -> None:
+    m = Watermark(0)
+    assert advance(m, rows((1, "later-q")), now=0) == set()
+    assert m.seen == 1
+
+
+def test_a_skipped_id_is_a_hole_until_it_shows_up() -> None:
+    m = Watermark(10)
+    advance(m, rows((11, "a"), (14, "a")), now=0)
+    assert m.seen == 14 and set(m.holes) == {12, 13}
+    # 12 commits later (a concurrent inserter): announced, and no longer a hole.
+    assert advance(m, rows((12, "b")), now=0.5) == {"b"}
+    assert set(m.holes) == {13} and m.seen == 14
+
+
+def test_a_hole_expires_rolled_back_ids_are_not_looked_for_ever() -> None:
+    m = Watermark(0)
+    advance(m, rows((2, "a")), now=0)
+    assert set(m.holes) == {1}
+    advance(m, [], now=HOLE_TTL + 0.1)
+    assert m.holes == {}
+
+
+def test_holes_are_bounded() -> None:
+    m = Watermark(0)
+    advance(m, rows((10_000_000, "a")), now=0)  # a sequence jump: only the top of the gap is kept
+    assert len(m.holes) == MAX_HOLES and max(m.holes) == 9_999_999
+    m2 = Watermark(0)
+    advance(m2, rows(*((i * 2, "a") for i in range(1, 2 * MAX_HOLES))), now=0)
+    assert len(m2.holes) == MAX_HOLES and min(m2.holes) > MAX_HOLES  # the newest kept
+
+
+def test_nothing_new_changes_nothing() -> None:
+    m = Watermark(5, {3: 0.0})
+    assert advance(m, [], now=0.1) == set()
+    assert m.seen == 5 and m.holes == {3: 0.0}
+
+
+def facts(**kw: object) -> Facts:
+    base: dict[str, object] = {
+        "role": "civic_worker",
+        "schema_exists": True,
+        "schema_usage": True,
+        "river_version": 6,
+        "privileges": {(n.table, p): True for n in river_needs(True) for p in n.privileges},
+    }
+    base.update(kw)
+    return Facts(**base)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("kw", "says"),
+    [
+        ({}, None),
+        ({"river_version": 7}, None),
+        ({"schema_exists": False}, 'schema "metadata" does not exist'),
+        ({"schema_usage": False}, 'permission denied for schema "metadata"'),
+        ({"river_version": 0}, 'River\'s schema in "metadata" is missing'),
+        ({"river_version": 5}, "is at version 5, the runner needs 6"),
+        ({"privileges": {("river_job", "SELECT"): True, ("files", "UPDATE"): None}}, '"metadata"."files" do not exist'),
+        (
+            {"privileges": {("river_job", "SELECT"): True, ("files", "UPDATE"): False, ("files", "SELECT"): False}},
+            'lacks SELECT, UPDATE on "metadata"."files": GRANT SELECT, UPDATE ON "metadata"."files" TO "civic_worker";',
+        ),
+    ],
+)
+def test_diagnose(kw: dict[str, object], says: str | None) -> None:
+    problem = diagnose(facts(**kw), "metadata")
+    if says is None:
+        assert problem is None
+    else:
+        assert problem is not None and says in problem, problem
+
+
+def test_needs_without_maintenance_are_fewer() -> None:
+    with_m = {(n.table, p) for n in river_needs(True) for p in n.privileges}
+    without = {(n.table, p) for n in river_needs(False) for p in n.privileges}
+    assert without < with_m
+    assert ("river_leader", "INSERT") in with_m - without and ("river_job", "DELETE") in with_m - without
