@@ -99,7 +99,7 @@ class Runner:
         beat = asyncio.create_task(self._beat(), name="heartbeat")
         try:
             if not await self._wait_until_usable(pool):
-                return 1
+                return 0  # stopped on request before any work: nothing to hand back
             return await self._serve(pool, listen)
         finally:
             beat.cancel()
@@ -108,7 +108,7 @@ class Runner:
             await pool.close()
 
     async def _wait_until_usable(self, pool: AsyncConnectionPool) -> bool:
-        """Check schema, River's version and the role's grants until they are right (False: stopped first)."""
+        """Check schema, River's version and the role's grants until they are right (False: asked to stop first)."""
         needs = access.river_needs(self.cfg.maintenance) + self.registry.needs()
         delay, said, said_at = 1.0, "", 0.0
         while not self._stop.is_set():
