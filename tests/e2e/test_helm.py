@@ -96,17 +96,18 @@ def test_helm_install_upgrade_uninstall(
         assert "answered 200" in out and "database: {" in out, out
         assert out.rstrip().endswith("ok"), out
         # The database behind the release's version: the test fails and says why.
-        run_migrate_down(url, target=6)
+        run_migrate_down(url, target=5)
         ok, out = helm_test()
         assert not ok
         assert "civic-workers-test failed" in out, out
         logs = cluster.kubectl("logs", f"{release}-civic-workers-test", "-n", namespace)  # the pod stays
-        assert "River's schema is at 6, expected 7" in logs, logs
+        assert "River's schema is at 5, expected 6" in logs, logs
     finally:
         if stand_in:
             stand_in.stop()
 
-    # Upgrade (hook runs again: migrations are idempotent, and bring the schema back), then uninstall.
+    # Upgrade (hook runs again: migrations are idempotent, and bring the schema it created back to
+    # the latest), then uninstall.
     helm_with_hook("upgrade", "--set", "operator.logLevel=DEBUG")
     assert query(url, "SELECT max(version) FROM metadata.river_migration WHERE line = 'main'") == [(7,)]
     cluster.helm("uninstall", release, "-n", namespace, "--wait", "--timeout", "120s")
