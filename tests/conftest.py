@@ -12,7 +12,7 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from tests.support.pg import PostgresServer  # noqa: E402
+from tests.support.pg import PG_VERSIONS, PostgresServer, pg_bindir  # noqa: E402
 
 REFERENCE = Path(os.environ.get("CIVIC_REFERENCE_DIR", ROOT / "tests" / "reference"))
 
@@ -33,6 +33,57 @@ _db_counter = iter(range(10_000))
 def db_url(pg_server: PostgresServer) -> str:
     """A fresh, empty database per test."""
     return pg_server.create_database(f"t{next(_db_counter)}_{os.getpid()}")
+
+
+class PgServers:
+    """One throwaway server per PostgreSQL major version, each started on first use.
+
+    A version whose binaries are the default ones (Debian's 15 here) is the `pg_server` fixture's server,
+    asked for only then: a session that uses only 17 starts only 17.
+    """
+
+    def __init__(self, request: pytest.FixtureRequest) -> None:
+        self._request = request
+        self._servers: dict[str, PostgresServer] = {}
+        self._owned: list[PostgresServer] = []
+
+    def get(self, version: str) -> PostgresServer:
+        if version not in self._servers:
+            if pg_bindir(version) == pg_bindir():
+                server: PostgresServer = self._request.getfixturevalue("pg_server")
+            else:
+                server = PostgresServer(version=version)
+                self._owned.append(server)
+                server.start()
+            self._servers[version] = server
+        return self._servers[version]
+
+    def destroy(self) -> None:
+        for server in self._owned:
+            server.destroy()
+
+
+@pytest.fixture(scope="session")
+def pg_servers(request: pytest.FixtureRequest) -> Iterator[PgServers]:
+    servers = PgServers(request)
+    yield servers
+    servers.destroy()
+
+
+@pytest.fixture(params=PG_VERSIONS, ids=lambda v: f"pg{v}")
+def pg_versioned_url(request: pytest.FixtureRequest, pg_servers: PgServers) -> str:
+    """A fresh, empty database per test on each PostgreSQL major version of PG_VERSIONS."""
+    server = pg_servers.get(request.param)
+    return server.create_database(f"t{next(_db_counter)}_{os.getpid()}")
+
+
+@pytest.fixture
+def pg_version(request: pytest.FixtureRequest) -> str:
+    """The major version of the current `pg_versioned_url` parameter."""
+    callspec = getattr(request.node, "callspec", None)
+    if callspec is None or "pg_versioned_url" not in callspec.params:
+        raise pytest.UsageError("the pg_version fixture needs the test to use pg_versioned_url too")
+    return str(callspec.params["pg_versioned_url"])
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

@@ -5,10 +5,16 @@
 //   node thumbs.js spec.json   ->  one JSON line on stdout
 //
 // spec: {files: [path], concurrency: n, variant: "clone" | "cascade", sizes: [150, 400, 800],
-//        qualities: [80, 85, 90], background: [255, 255, 255], threads: n}
+//        qualities: [80, 85, 90], background: [255, 255, 255], threads: n, enlarge: false,
+//        out_dir: path}
+//
+// enlarge (default false, as ThumbnailSettings.enlarge): images smaller than a box are padded, not
+// blown up. out_dir (bench/parity.py): no timing; each file once, its thumbnails written to
+// out_dir/<file name without extension>-<size>.jpg, and the list of them printed as one JSON line.
 "use strict";
 
 const fs = require("fs");
+const path = require("path");
 const sharp = require("sharp");
 
 const spec = JSON.parse(fs.readFileSync(process.argv[2], "utf8"));
@@ -16,7 +22,8 @@ const bg = { r: spec.background[0], g: spec.background[1], b: spec.background[2]
 sharp.cache(false); // as ours: no operation cache between uploads
 if (spec.threads) sharp.concurrency(spec.threads);
 
-const pad = (size) => ({ width: size, height: size, fit: "contain", background: bg, withoutEnlargement: false });
+const withoutEnlargement = !spec.enlarge;
+const pad = (size) => ({ width: size, height: size, fit: "contain", background: bg, withoutEnlargement });
 
 // Idiomatic sharp: one pipeline per size, each decoding the input again (with shrink-on-load).
 async function clone(buf) {
@@ -33,7 +40,7 @@ async function cascade(buf) {
   const largest = Math.max(...spec.sizes);
   const { data, info } = await sharp(buf, { failOn: "truncated" })
     .rotate()
-    .resize({ width: largest, height: largest, fit: "inside" })
+    .resize({ width: largest, height: largest, fit: "inside", withoutEnlargement })
     .flatten({ background: bg })
     .raw()
     .toBuffer({ resolveWithObject: true });
@@ -45,8 +52,25 @@ async function cascade(buf) {
   );
 }
 
+// Parity mode: the thumbnails themselves, written to files.
+async function writeOutputs(work) {
+  fs.mkdirSync(spec.out_dir, { recursive: true });
+  const written = [];
+  for (const file of spec.files) {
+    const stem = path.basename(file, path.extname(file));
+    const out = await work(fs.readFileSync(file));
+    out.forEach((o, i) => {
+      const dest = path.join(spec.out_dir, `${stem}-${spec.sizes[i]}.jpg`);
+      fs.writeFileSync(dest, o.data);
+      written.push({ file, size: spec.sizes[i], path: dest, width: o.info.width, height: o.info.height });
+    });
+  }
+  process.stdout.write(JSON.stringify({ outputs: written, versions: sharp.versions }) + "\n");
+}
+
 async function main() {
   const work = spec.variant === "cascade" ? cascade : clone;
+  if (spec.out_dir) return writeOutputs(work);
   const latencies = [];
   let sample = null;
   let next = 0;

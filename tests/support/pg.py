@@ -1,4 +1,8 @@
-"""A throwaway PostgreSQL server for tests and benchmarks, started from the Debian binaries.
+"""A throwaway PostgreSQL server for tests and benchmarks.
+
+Without a version it starts from Debian's binaries (`make deps`). A major version ("15", "17", "18")
+takes Debian's /usr/lib/postgresql/<major>/bin if installed, otherwise the server binaries that
+scripts/pg/fetch_binaries.py (`make pg-binaries`) unpacked into pg_cache_dir()/<exact version>/.
 
 initdb refuses to run as root, so as root the server runs as the `postgres` user.
 """
@@ -7,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -16,13 +21,69 @@ from pathlib import Path
 
 log = logging.getLogger(__name__)
 
+# The major versions the version-parametrized tests run on (tests/integration/test_pg_versions.py).
+PG_VERSIONS = ("15", "17", "18")
 
-def pg_bindir() -> Path:
+# Written last into a cache entry by scripts/pg/fetch_binaries.py: an entry without it is not used.
+STAMP = ".civic-fetched"
+
+
+def pg_cache_dir() -> Path:
+    """Where fetched PostgreSQL binaries live, one directory per exact version.
+
+    As root the servers run as `postgres`, which cannot enter /root (mode 700), so $CIVIC_CACHE's
+    default under $HOME would not do: root keeps them in /var/cache/civic-workers/postgresql, whose
+    parents are world-traversable, instead of loosening /root. Other users run the servers as
+    themselves, so $CIVIC_CACHE/postgresql is fine. $CIVIC_PG_CACHE overrides both.
+    """
+    env = os.environ.get("CIVIC_PG_CACHE")
+    if env:
+        return Path(env)
+    if os.geteuid() == 0:
+        return Path("/var/cache/civic-workers/postgresql")
+    cache = os.environ.get("CIVIC_CACHE") or str(Path.home() / ".cache" / "civic-workers")
+    return Path(cache) / "postgresql"
+
+
+def _version_key(name: str) -> tuple[int, ...]:
+    return tuple(int(x) for x in name.split("."))
+
+
+def cached_bindir(major: str) -> Path | None:
+    """The bin dir of the newest complete cache entry of a major version, if any."""
+    root = pg_cache_dir()
+    if not root.is_dir():
+        return None
+    entries = [
+        d
+        for d in root.iterdir()
+        if re.fullmatch(rf"{re.escape(major)}(\.\d+)+", d.name)
+        and (d / STAMP).is_file()
+        and (d / "bin" / "initdb").exists()
+    ]
+    if not entries:
+        return None
+    return max(entries, key=lambda d: _version_key(d.name)) / "bin"
+
+
+def pg_bindir(version: str | None = None) -> Path:
+    """Server binaries: the default (Debian's) without a version, else those of that major version."""
+    if version is not None:
+        debian = Path(f"/usr/lib/postgresql/{version}/bin")
+        if (debian / "initdb").exists():
+            return debian
+        cached = cached_bindir(version)
+        if cached:
+            return cached
+        raise RuntimeError(
+            f"PostgreSQL {version} server binaries not found (neither {debian} nor a complete entry in "
+            f"{pg_cache_dir()}): run `make pg-binaries` (or `scripts/pg/fetch_binaries.py {version}`)"
+        )
     env = os.environ.get("PG_BINDIR")
     if env:
         return Path(env)
-    for version in ("17", "16", "15"):
-        p = Path(f"/usr/lib/postgresql/{version}/bin")
+    for major in ("17", "16", "15"):
+        p = Path(f"/usr/lib/postgresql/{major}/bin")
         if (p / "initdb").exists():
             return p
     found = shutil.which("initdb")
@@ -38,14 +99,22 @@ def free_port() -> int:
 
 
 class PostgresServer:
-    def __init__(self, root: Path | None = None, port: int | None = None, settings: dict[str, str] | None = None):
+    def __init__(
+        self,
+        root: Path | None = None,
+        port: int | None = None,
+        settings: dict[str, str] | None = None,
+        version: str | None = None,
+    ):
+        """version: a major version ("17"), see pg_bindir(); None keeps the default (Debian's) binaries."""
         self.root = Path(root or tempfile.mkdtemp(prefix="civic-pg-"))
         self.data = self.root / "data"
         self.sock = self.root / "sock"
         self.port = port or free_port()
         self._port_chosen_here = port is None
         self._started = False
-        self.bindir = pg_bindir()
+        self.version = version
+        self.bindir = pg_bindir(version)
         self.settings = {
             "max_connections": "200",
             "shared_buffers": "256MB",

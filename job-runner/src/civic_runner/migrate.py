@@ -119,6 +119,10 @@ class Migrator:
         row = self.conn.execute("SELECT to_regclass(%s) IS NOT NULL", (f"{self.s}.{name}",)).fetchone()
         return bool(row and row[0])
 
+    def _schema_exists(self) -> bool:
+        row = self.conn.execute("SELECT 1 FROM pg_namespace WHERE nspname = %s", (self.schema,)).fetchone()
+        return row is not None
+
     def _has_line_column(self) -> bool:
         row = self.conn.execute(
             """SELECT 1 FROM information_schema.columns
@@ -212,7 +216,10 @@ class Migrator:
             raise ValueError(f"--target must be 1..{LATEST[MAIN]}")
         self._lock()
         try:
-            self.conn.execute(f"CREATE SCHEMA IF NOT EXISTS {self.s}")
+            # Only when missing: CREATE SCHEMA IF NOT EXISTS needs CREATE on the database even when the
+            # schema exists, which a least-privilege role (Civic OS's worker) does not have.
+            if not self._schema_exists():
+                self.conn.execute(f"CREATE SCHEMA {self.s}")
             main_now = self.current(MAIN)
             ours = main_now == 0 or self.ours()
             self.decision = choose_target(main_now, ours, target_main, LATEST[MAIN], self.origin())
