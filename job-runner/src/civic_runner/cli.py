@@ -150,7 +150,7 @@ def cmd_migrate(args: argparse.Namespace) -> int:
             assert m.decision is not None
             report["decided"] = m.decision.reason
             if m.civic_note:
-                report["civic_files"] = m.civic_note
+                report["file_tables"] = m.civic_note
             report["applied"] = [f"{x.line}/{x.version:03d}_{x.name}" for x in done]
         report.update({MAIN: m.current(MAIN), CIVIC: m.current(CIVIC)})
         print(_dump(report))
