@@ -3,6 +3,9 @@ runner, PostgreSQL and an S3 server that checks signatures:
 
 request_upload_url -> poll get_upload_url (10 s budget) -> PUT with Content-Type and x-amz-acl ->
 create_file_record (bucket = first path segment of the URL, key = the rest) -> thumbnails appear.
+
+Each test runs on the project's own schema and on the Civic OS v0.70 fixture (its RPCs through a
+PostgREST-like session, its triggers that send no NOTIFY, its row-level security).
 """
 
 from __future__ import annotations
@@ -21,7 +24,8 @@ from civic_runner.pipeline.keys import bucket_and_key_from_url
 from civic_runner.registry import Registry
 
 from tests.pipeline import corpus
-from tests.pipeline.conftest import create_file_record, file_row, make_config, request_upload, upload_request
+from tests.pipeline.conftest import file_row, make_config
+from tests.pipeline.frontend import SCHEMAS, Frontend, make_frontend
 from tests.support.harness import InProcessRunner, RunnerProcess, wait_for
 from tests.support.s3 import SeaweedS3
 
@@ -29,58 +33,65 @@ pytestmark = pytest.mark.integration
 FRONTEND_BUDGET = 10.0  # 20 polls x 500 ms, then the frontend gives up
 
 
+@pytest.fixture(params=SCHEMAS)
+def frontend(request: pytest.FixtureRequest, db_url: str) -> Frontend:
+    return make_frontend(str(request.param), db_url)
+
+
 @pytest.fixture
-def runner(s3_server: SeaweedS3, civic_url: str) -> Iterator[tuple[str, SeaweedS3]]:
-    p = Pipeline(make_config(civic_url, s3_server))
+def runner(s3_server: SeaweedS3, frontend: Frontend) -> Iterator[tuple[Frontend, SeaweedS3]]:
+    p = Pipeline(make_config(frontend.url, s3_server))
     registry = p.register(Registry())
     try:
-        with InProcessRunner(civic_url, registry, queues="s3_signer=4,thumbnails=2"):
-            yield civic_url, s3_server
+        with InProcessRunner(frontend.url, registry, queues="s3_signer=4,thumbnails=2"):
+            yield frontend, s3_server
     finally:
         p.close()
 
 
-def upload_as_the_frontend(url: str, file_name: str, file_type: str, data: bytes) -> tuple[str, float]:
+def upload_as_the_frontend(fe: Frontend, file_name: str, file_type: str, data: bytes) -> tuple[str, float]:
     started = time.monotonic()
-    rid = request_upload(url, file_name, file_type, "issues", "7")
+    rid = fe.request_upload_url("7", file_name, file_type)
     while True:  # the frontend polls every 500 ms; we poll faster to measure the latency
-        row = upload_request(url, rid)
+        row = fe.get_upload_url(rid)
         if row["status"] in ("completed", "failed"):
             break
         assert time.monotonic() - started < FRONTEND_BUDGET, "the frontend would have given up"
         time.sleep(0.01)
     latency = time.monotonic() - started
-    assert row["status"] == "completed", row["error_message"]
+    assert row["status"] == "completed", row["error"]
     resp = requests.put(
-        str(row["presigned_url"]),
+        str(row["url"]),
         data=data,
         headers={"Content-Type": file_type, "x-amz-acl": "public-read"},
         timeout=10,
     )
     assert resp.status_code == 200, resp.text
-    bucket, key = bucket_and_key_from_url(str(row["presigned_url"]))
-    assert key == row["s3_key"]
+    bucket, key = bucket_and_key_from_url(str(row["url"]))
+    assert key.startswith(f"issues/7/{row['file_id']}/original"), key
     is_thumbnailable = file_type.startswith("image/") or file_type == "application/pdf"
-    create_file_record(
-        url,
-        file_id=row["file_id"],
+    fe.create_file_record(
+        file_id=str(row["file_id"]),
+        entity_id="7",
         bucket=bucket,
         key=key,
         file_type=file_type,
-        file_size=len(data),
+        size=len(data),
         file_name=file_name,
         thumbnail_status="pending" if is_thumbnailable else "not_applicable",
     )
     return str(row["file_id"]), latency
 
 
-def thumbnails_settled(url: str, file_id: str) -> dict[str, Any]:
-    return wait_for(
-        lambda: (r := file_row(url, file_id))["thumbnail_status"] in ("completed", "failed") and r,
+def thumbnails_settled(fe: Frontend, file_id: str) -> dict[str, Any]:
+    """The frontend's poll of /files (as the user, through RLS), then the whole row (as superuser)."""
+    wait_for(
+        lambda: fe.thumbnail_status(file_id) in ("completed", "failed"),
         timeout=30,  # the frontend's thumbnail polling budget
         interval=0.05,
         what="thumbnail status",
     )
+    return file_row(fe.url, file_id)
 
 
 def sizes_in_s3(s3: SeaweedS3, row: dict[str, Any]) -> list[tuple[int, int]]:
@@ -92,18 +103,20 @@ def sizes_in_s3(s3: SeaweedS3, row: dict[str, Any]) -> list[tuple[int, int]]:
     return out
 
 
-def test_image_and_pdf_uploads_end_to_end(runner: tuple[str, SeaweedS3]) -> None:
-    url, s3 = runner
-    photo_id, photo_latency = upload_as_the_frontend(url, "IMG_0001.JPG", "image/jpeg", corpus.jpeg(4000, 3000))
-    pdf_id, pdf_latency = upload_as_the_frontend(url, "minutes.pdf", "application/pdf", corpus.pdf(4))
-    assert photo_latency < 2 and pdf_latency < 2  # in practice milliseconds: the trigger notifies
+def test_image_and_pdf_uploads_end_to_end(runner: tuple[Frontend, SeaweedS3]) -> None:
+    fe, s3 = runner
+    url = fe.url
+    photo_id, photo_latency = upload_as_the_frontend(fe, "IMG_0001.JPG", "image/jpeg", corpus.jpeg(4000, 3000))
+    pdf_id, pdf_latency = upload_as_the_frontend(fe, "minutes.pdf", "application/pdf", corpus.pdf(4))
+    # Milliseconds in practice: our trigger notifies; Civic OS's does not, and the insert watcher announces.
+    assert photo_latency < 0.5 and pdf_latency < 0.5, (photo_latency, pdf_latency)
 
-    photo = thumbnails_settled(url, photo_id)
+    photo = thumbnails_settled(fe, photo_id)
     assert photo["thumbnail_status"] == "completed", photo["thumbnail_error"]
     assert photo["s3_thumbnail_small_key"] == f"issues/7/{photo_id}/thumb-small.jpg"
     assert sizes_in_s3(s3, photo) == [(150, 150), (400, 400), (800, 800)]
 
-    doc = thumbnails_settled(url, pdf_id)
+    doc = thumbnails_settled(fe, pdf_id)
     assert doc["thumbnail_status"] == "completed", doc["thumbnail_error"]
     assert doc["s3_thumbnail_large_key"] == f"issues/7/{pdf_id}/thumb-large.png"
     got = sizes_in_s3(s3, doc)
@@ -117,13 +130,12 @@ def test_image_and_pdf_uploads_end_to_end(runner: tuple[str, SeaweedS3]) -> None
     assert states == [("s3_presign", "completed", 2), ("thumbnail_generate", "completed", 2)]
 
 
-def test_hostile_upload_fails_once_and_is_discarded(runner: tuple[str, SeaweedS3]) -> None:
-    url, _ = runner
-    bad_id, _ = upload_as_the_frontend(
-        url, "broken.png", "image/png", corpus.truncated(corpus.screenshot_png(800, 600))
-    )
-    zip_id, _ = upload_as_the_frontend(url, "data.zip", "application/zip", b"PK\x03\x04 not thumbnailed")
-    bad = thumbnails_settled(url, bad_id)
+def test_hostile_upload_fails_once_and_is_discarded(runner: tuple[Frontend, SeaweedS3]) -> None:
+    fe, _ = runner
+    url = fe.url
+    bad_id, _ = upload_as_the_frontend(fe, "broken.png", "image/png", corpus.truncated(corpus.screenshot_png(800, 600)))
+    zip_id, _ = upload_as_the_frontend(fe, "data.zip", "application/zip", b"PK\x03\x04 not thumbnailed")
+    bad = thumbnails_settled(fe, bad_id)
     assert bad["thumbnail_status"] == "failed" and "damaged, truncated" in bad["thumbnail_error"]
     assert file_row(url, zip_id)["thumbnail_status"] == "not_applicable"
     with psycopg.connect(url, autocommit=True) as conn:
@@ -140,13 +152,13 @@ def test_hostile_upload_fails_once_and_is_discarded(runner: tuple[str, SeaweedS3
     assert count == (1,)  # the zip's not_applicable row enqueued nothing
 
 
-def test_civic_runner_run_with_the_pipeline_module(s3_server: SeaweedS3, civic_url: str, tmp_path: Path) -> None:
+def test_civic_runner_run_with_the_pipeline_module(s3_server: SeaweedS3, frontend: Frontend, tmp_path: Path) -> None:
     """`CIVIC_KINDS_MODULES=civic_runner.pipeline civic-runner run`: settings from the environment."""
     env = {**s3_server.env, "CIVIC_KINDS_MODULES": "civic_runner.pipeline", "CIVIC_QUEUES": "s3_signer=2,thumbnails=1"}
-    proc = RunnerProcess(civic_url, env=env, log_path=tmp_path / "runner.log").start()
+    proc = RunnerProcess(frontend.url, env=env, log_path=tmp_path / "runner.log").start()
     try:
-        file_id, _ = upload_as_the_frontend(civic_url, "a.png", "image/png", corpus.screenshot_png(640, 480))
-        row = thumbnails_settled(civic_url, file_id)
+        file_id, _ = upload_as_the_frontend(frontend, "a.png", "image/png", corpus.screenshot_png(640, 480))
+        row = thumbnails_settled(frontend, file_id)
         assert row["thumbnail_status"] == "completed", row["thumbnail_error"]
         assert proc.terminate(30) == 0
     finally:
