@@ -8,8 +8,10 @@ BIN := $(VENV)/bin
 export CIVIC_CACHE ?= $(HOME)/.cache/civic-workers
 # PostgreSQL (tests start their own servers), poppler + heif-convert (thumbnails; libvips comes from
 # the pyvips[binary] wheel, the build sharp bundles), Docker + debootstrap
-# (the images tier builds its base image locally: nothing can be pulled here).
-APT_PACKAGES := postgresql postgresql-contrib poppler-utils libheif-examples docker.io debootstrap
+# (the images tier builds its base image locally: nothing can be pulled here); for the real node
+# (scripts/k8s/real-node.sh): the CNI plugins, socat (pods reach the API server on loopback through it),
+# iptables (kube-proxy), gcc + libc6-dev (the static pause binary); containerd and runc come with docker.io.
+APT_PACKAGES := postgresql postgresql-contrib poppler-utils libheif-examples docker.io debootstrap containernetworking-plugins socat iptables gcc libc6-dev
 
 .PHONY: help deps venv lint prepare test test-fast test-integration test-compat test-cluster test-images \
 	bench run demo clean

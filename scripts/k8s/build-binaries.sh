@@ -3,9 +3,12 @@
 #
 # Produces, in ${CIVIC_CACHE:-$HOME/.cache/civic-workers}/k8s/<key>/bin/:
 #   kube-apiserver kube-controller-manager kube-scheduler kubectl   (k8s.io/kubernetes)
+#   kubelet kube-proxy                                              (the real node: scripts/k8s/real-node.sh)
 #   etcd etcdctl                                                    (go.etcd.io/etcd)
 #   kwok kwokctl                                                    (sigs.k8s.io/kwok)
 #   helm                                                            (helm.sh/helm/v3)
+#   coredns                                                         (github.com/coredns/coredns; the real
+#                                                                    node's Service DNS)
 # where <key> = <k8s version>-etcd<etcd version>-kwok<kwok version>.
 #
 # Idempotent: each component has a stamp file; a complete build is skipped.
@@ -13,13 +16,14 @@
 # The last line printed on stdout is the bin dir.
 #
 # Env overrides: CIVIC_CACHE, K8S_VERSION, ETCD_VERSION, KWOK_VERSION,
-# HELM_VERSION, CIVIC_BUILD_JOBS (go build -p, default 2), CIVIC_BUILD_FORCE=1.
+# HELM_VERSION, COREDNS_VERSION, CIVIC_BUILD_JOBS (go build -p, default 2), CIVIC_BUILD_FORCE=1.
 set -euo pipefail
 
 K8S_VERSION="${K8S_VERSION:-v1.35.4}"
 ETCD_VERSION="${ETCD_VERSION:-v3.6.16}"
 KWOK_VERSION="${KWOK_VERSION:-v0.8.0}"
 HELM_VERSION="${HELM_VERSION:-v3.21.4}"
+COREDNS_VERSION="${COREDNS_VERSION:-v1.15.0}"
 JOBS="${CIVIC_BUILD_JOBS:-2}"
 
 CACHE_ROOT="${CIVIC_CACHE:-$HOME/.cache/civic-workers}"
@@ -31,7 +35,7 @@ STAMPS="${BASE}/stamps"
 LOG="${BASE}/build.log"
 STAMP_ALL="${BASE}/.complete"
 # Bumped when the build itself changes (flags), so caches built the old way are rebuilt.
-STAMP_ALL_VALUE="helm=${HELM_VERSION};helm-kube-capabilities"
+STAMP_ALL_VALUE="helm=${HELM_VERSION};helm-kube-capabilities;kubelet;kube-proxy;coredns=${COREDNS_VERSION}"
 
 START_TS=$(date +%s)
 
@@ -95,14 +99,16 @@ export GOTOOLCHAIN=local
 NICE=(nice -n 10)
 
 log "build dir: $BASE (log: $LOG)"
-log "versions: kubernetes=$K8S_VERSION etcd=$ETCD_VERSION kwok=$KWOK_VERSION helm=$HELM_VERSION ($(go version))"
+log "versions: kubernetes=$K8S_VERSION etcd=$ETCD_VERSION kwok=$KWOK_VERSION helm=$HELM_VERSION coredns=$COREDNS_VERSION ($(go version))"
 
 # --------------------------------------------------------------------------
 # Kubernetes: wrapper module pinning the staging modules to their published
 # versions (k8s.io/kubernetes replaces them with ./staging paths, which only
 # work inside its own repository).
 # --------------------------------------------------------------------------
-K8S_BINS=(kube-apiserver kube-controller-manager kube-scheduler kubectl)
+# kubelet and kube-proxy share nearly all their packages with the others: built after them they add
+# ~40 s (the Go build cache holds the rest).
+K8S_BINS=(kube-apiserver kube-controller-manager kube-scheduler kubectl kubelet kube-proxy)
 need_k8s=0
 for b in "${K8S_BINS[@]}"; do stamp_ok "$b" "$K8S_VERSION" || need_k8s=1; done
 
@@ -224,6 +230,11 @@ for pkg in helm.sh/helm/v3/pkg/chartutil helm.sh/helm/v3/pkg/lint/rules; do
   helm_ld+=" -X ${pkg}.k8sVersionMajor=1 -X ${pkg}.k8sVersionMinor=${helm_k8s_minor}"
 done
 gobin_install helm "${HELM_VERSION}+k8s1.${helm_k8s_minor}" "helm.sh/helm/v3/cmd/helm@${HELM_VERSION}" "$helm_ld"
+
+# CoreDNS for the real node's Service DNS (a host process on its bridge address). Its module has no
+# replace directives, so a plain `go install` works; it pulls its own client-go and every plugin's
+# SDK (~3.5 min the first time on 2 cores).
+gobin_install coredns "$COREDNS_VERSION" "github.com/coredns/coredns@${COREDNS_VERSION}"
 
 printf '%s' "$STAMP_ALL_VALUE" >"$STAMP_ALL"
 log "all binaries built in $(( $(date +%s) - START_TS ))s"
