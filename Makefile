@@ -40,6 +40,14 @@ venv: $(VENV)/.installed
 pg-binaries: venv
 	@$(BIN)/python scripts/pg/fetch_binaries.py >/dev/null
 
+# sharp (Node) in bench/sharp, the peer of bench/thumbnails.py and tests/pipeline/test_sharp_parity.py
+# (its libvips comes prebuilt in its npm packages); npm ci again only when package-lock.json is newer.
+sharp: bench/sharp/node_modules/.package-lock.json
+
+bench/sharp/node_modules/.package-lock.json: bench/sharp/package-lock.json
+	cd bench/sharp && npm_config_cache="$(CIVIC_CACHE)/npm" npm ci --no-audit --no-fund
+	touch $@
+
 lint: venv
 	$(BIN)/ruff check job-runner operator tests bench scripts
 	$(BIN)/ruff format --check job-runner operator tests bench scripts
@@ -57,7 +65,7 @@ test-compat: deps venv pg-binaries
 # Long builds, cached under $(CIVIC_CACHE) by version, done before pytest (whose per-test timeout
 # would not fit a first build): River's CLI and Go interop program, Kubernetes + etcd + kwok + helm
 # from Go modules (~11 min on 2 cores the first time), the Docker engine, base image and both images.
-prepare: deps venv pg-binaries
+prepare: deps venv pg-binaries sharp
 	@echo "== River CLI and Go interop program"; scripts/river/install-cli.sh >/dev/null && tests/interop/go/build.sh >/dev/null
 	@echo "== Kubernetes control plane binaries"; scripts/k8s/build-binaries.sh >/dev/null
 	@echo "== helm, kubeconform and Kubernetes schemas"; tests/chart/install-tools.sh >/dev/null
