@@ -1,7 +1,12 @@
 """Presign latency: a file_upload_requests insert (as request_upload_url does it) until its row says
 `completed` with a URL, through `civic-runner run` with the pipeline's kinds, at a steady rate.
 
-    python -m bench.presign [--rate 50] [--seconds 20] [--workers 20]
+    python -m bench.presign [--rate 50] [--seconds 20] [--workers 20] [--schema project|civic-os]
+
+--schema civic-os runs on the Civic OS v0.70 fixture (tests/fixtures/civic_os_v070): requests are made
+with its request_upload_url RPC as the frontend makes them through PostgREST, and its triggers send
+no NOTIFY. Each round is measured with the insert watcher on (the default) and, as the control,
+off (the runner then finds jobs by its 1 s poll, as Civic OS's Go worker does).
 
 Measured in the database, on PostgreSQL's clock: a bench-only trigger stamps clock_timestamp() when
 a request turns completed; latency = that - created_at (the insert's transaction time). The river
@@ -17,6 +22,7 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import psycopg
@@ -36,7 +42,42 @@ CREATE TRIGGER bench_stamp AFTER UPDATE ON metadata.file_upload_requests FOR EAC
 """
 
 
-def run(url: str, rate: float, seconds: float, workers: int) -> dict[str, float]:
+def table_insert(url: str) -> Callable[[int], None]:
+    """request_upload_url's effect, written directly (the project schema has no RPCs)."""
+    conn = psycopg.connect(url, autocommit=True)
+
+    def insert(i: int) -> None:
+        conn.execute(
+            """INSERT INTO metadata.file_upload_requests (entity_type, entity_id, file_name, file_type)
+               VALUES ('issues', %s, %s, 'image/jpeg')""",
+            (str(i), f"IMG_{i:05d}.JPG"),
+        )
+
+    return insert
+
+
+def rpc_insert(url: str) -> Callable[[int], None]:
+    """POST /rpc/request_upload_url as a signed-in user: authenticator -> authenticated, JWT claims."""
+    from tests.support import civic_os
+
+    user = civic_os.create_user(url)
+    claims = civic_os.claims_for(user)
+
+    def insert(i: int) -> None:
+        params = {
+            "p_entity_type": "issues",
+            "p_entity_id": str(i),
+            "p_file_name": f"IMG_{i:05d}.JPG",
+            "p_file_type": "image/jpeg",
+        }
+        civic_os.rpc(url, "request_upload_url", params, claims=claims)
+
+    return insert
+
+
+def run(
+    url: str, rate: float, seconds: float, workers: int, insert: Callable[[int], None], watch: bool = True
+) -> dict[str, float]:
     env = {
         **os.environ,
         "DATABASE_URL": url,
@@ -49,6 +90,7 @@ def run(url: str, rate: float, seconds: float, workers: int) -> dict[str, float]
         "S3_ENDPOINT": "http://127.0.0.1:9",
         "S3_ACCESS_KEY_ID": "bench",
         "S3_SECRET_ACCESS_KEY": "bench-secret",
+        "CIVIC_INSERT_WATCH_INTERVAL": "0.005" if watch else "0",
     }
     runner = subprocess.Popen([sys.executable, "-m", "civic_runner.cli", "run"], env=env)
     try:
@@ -58,11 +100,7 @@ def run(url: str, rate: float, seconds: float, workers: int) -> dict[str, float]
         with psycopg.connect(url, autocommit=True) as conn:
             t_next = time.perf_counter()
             for i in range(n):
-                conn.execute(
-                    """INSERT INTO metadata.file_upload_requests (entity_type, entity_id, file_name, file_type)
-                       VALUES ('issues', %s, %s, 'image/jpeg')""",
-                    (str(i), f"IMG_{i:05d}.JPG"),
-                )
+                insert(i)
                 t_next += interval
                 delay = t_next - time.perf_counter()
                 if delay > 0:
@@ -128,7 +166,10 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=20.0)
     ap.add_argument("--workers", type=int, default=20, help="s3_signer concurrency (Civic OS's Go worker: 20)")
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--schema", choices=["project", "civic-os"], default="project")
     args = ap.parse_args()
+    if args.schema == "civic-os":
+        return civic_os_main(args)
     server = start_postgres()
     try:
         results: list[dict[str, float]] = []
@@ -141,7 +182,7 @@ def main() -> None:
                 Migrator(conn, "metadata").up(civic=True)
                 conn.execute(STAMP)
             log(f"round {rnd + 1}/{args.rounds}: {args.rate:g} requests/s for {args.seconds:g} s")
-            r = run(url, args.rate, args.seconds, args.workers)
+            r = run(url, args.rate, args.seconds, args.workers, table_insert(url))
             log(f"  {json.dumps({k: round(v, 2) for k, v in r.items()})}")
             results.append(r)
             # The peer, interleaved: a no-op job at the same rate through the same runner (bench.latency).
@@ -168,6 +209,41 @@ def main() -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(summary, indent=2))
     print(json.dumps({k: summary[k] for k in ("median", "noop_peer_median", "boto3_presign_us")}, indent=2))
+
+
+def civic_os_main(args: argparse.Namespace) -> None:
+    """Civic OS's own triggers (no NOTIFY): the insert watcher on, and off as the control, interleaved."""
+    from tests.support import civic_os
+
+    server = start_postgres()
+    rounds: dict[str, list[dict[str, float]]] = {"watcher": [], "poll_only_control": []}
+    try:
+        for rnd in range(args.rounds):
+            for label, watch in (("watcher", True), ("poll_only_control", False)):
+                url = server.create_database(f"bench_presign_civic_{label}_{rnd}")
+                civic_os.install(url)
+                with psycopg.connect(url, autocommit=True) as conn:
+                    conn.execute(STAMP)
+                log(f"round {rnd + 1}/{args.rounds} {label}: {args.rate:g} requests/s for {args.seconds:g} s")
+                r = run(url, args.rate, args.seconds, args.workers, rpc_insert(url), watch=watch)
+                log(f"  {json.dumps({k: round(v, 2) for k, v in r.items()})}")
+                rounds[label].append(r)
+    finally:
+        server.destroy()
+    summary = {
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "machine": machine(),
+        "schema": "Civic OS v0.70 fixture",
+        "rate": args.rate,
+        "seconds": args.seconds,
+        "workers": args.workers,
+        "rounds": rounds,
+        "median": {label: {k: sorted(r[k] for r in rs)[len(rs) // 2] for k in rs[0]} for label, rs in rounds.items()},
+    }
+    out = Path(ROOT / "bench" / "out" / "presign-civic-os.json")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(summary, indent=2))
+    print(json.dumps(summary["median"], indent=2))
 
 
 if __name__ == "__main__":

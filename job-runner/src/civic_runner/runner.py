@@ -157,7 +157,7 @@ class Runner:
         background: list[asyncio.Task[Any]] = []
         if listen:
             if cfg.insert_watch_interval > 0:
-                self.watcher = InsertWatcher(cfg.schema, cfg.insert_watch_interval)
+                self.watcher = InsertWatcher(cfg.schema, cfg.insert_watch_interval, self._wake_queues)
             self.notifier = Notifier(
                 cfg.database_url,
                 cfg.schema,
@@ -232,6 +232,12 @@ class Runner:
         elif action in ("pause", "resume"):
             for p in targets:
                 p.set_paused(action == "pause")
+
+    def _wake_queues(self, queues: set[str]) -> None:
+        for q in queues:
+            p = self.producers.get(q)
+            if p is not None:
+                p.wake()
 
     def _wake_all(self) -> None:
         for p in self.producers.values():

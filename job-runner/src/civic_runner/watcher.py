@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -61,9 +62,11 @@ def advance(mark: Watermark, rows: list[tuple[int, str, str]], now: float) -> se
 class InsertWatcher:
     """Runs on the notifier's connection between waits for notifications (see Notifier.on_tick)."""
 
-    def __init__(self, schema: str, interval: float) -> None:
+    def __init__(self, schema: str, interval: float, on_announce: Callable[[set[str]], None] | None = None) -> None:
         self.schema = schema
         self.interval = interval
+        # This process's own producers are woken directly, without waiting for the NOTIFY to come back.
+        self._on_announce = on_announce
         s = quote_ident(schema)
         self._fresh_sql = (
             f"(SELECT id, queue, state::text FROM {s}.river_job WHERE id > %s ORDER BY id LIMIT {PAGE})"
@@ -115,6 +118,8 @@ class InsertWatcher:
         rows = [(int(r[0]), str(r[1]), str(r[2])) for r in await cur.fetchall()]
         queues = advance(self._mark, rows, now)
         if queues:
+            if self._on_announce:
+                self._on_announce(queues)
             await conn.execute(self._notify_sql, (self._channel, sorted(queues)))
             self.announced += len(queues)
         return 0.0 if len(rows) >= PAGE else self.interval
