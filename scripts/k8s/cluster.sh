@@ -24,6 +24,8 @@ SCRIPT_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 CACHE_ROOT="${CIVIC_CACHE:-$HOME/.cache/civic-workers}"
 CLUSTER_NAME="${CIVIC_CLUSTER_NAME:-civic}"
 NODES="${CIVIC_K8S_NODES:-2}"
+# The real node's bridge address (scripts/k8s/real-node.sh), for the API server's advertise address.
+REAL_NODE_IP="${CIVIC_REAL_NODE_IP:-10.88.0.1}"
 export KWOK_WORKDIR="${CIVIC_KWOK_WORKDIR:-$CACHE_ROOT}"
 CLUSTER_DIR="${KWOK_WORKDIR}/clusters/${CLUSTER_NAME}"
 KUBECONFIG_PATH="${CLUSTER_DIR}/kubeconfig.yaml"
@@ -80,6 +82,11 @@ options:
   enableCRDs:
   - Logs
   quietPull: true
+  # In-cluster clients of the real node (scripts/k8s/real-node.sh) verify the API server's certificate
+  # on the kubernetes Service's IP and on the bridge address it forwards from.
+  kubeApiserverCertSANs:
+  - ${REAL_NODE_IP}
+  - 10.0.0.1
 # Single instances: without leader election they survive an API server
 # restart (with it they exit when the lease cannot be renewed).
 componentsPatches:
@@ -99,6 +106,23 @@ componentsPatches:
   - key: node-lease-duration-seconds
     value: "20"
     override: true
+  # A real kubelet may join (scripts/k8s/real-node.sh): kwok must only fake the nodes kwokctl made
+  # (annotated kwok.x-k8s.io/node=fake); the binary runtime passes --manage-all-nodes=true otherwise,
+  # and kwok would then overwrite the real node's status and its pods'.
+  - key: manage-all-nodes
+    value: "false"
+    override: true
+  - key: manage-nodes-with-annotation-selector
+    value: kwok.x-k8s.io/node=fake
+- name: kube-apiserver
+  extraArgs:
+  # The kubernetes Service's endpoint, which pods on the real node dial (real-node.sh forwards it to
+  # the API server on loopback; a loopback address is refused there).
+  - key: advertise-address
+    value: ${REAL_NODE_IP}
+  # logs/exec: dial the kubelet at its node IP (its Hostname address does not resolve).
+  - key: kubelet-preferred-address-types
+    value: InternalIP
 EOF
 }
 
@@ -116,13 +140,14 @@ wait_healthy() { # SECONDS
 }
 
 ensure_nodes() {
+  # Fake nodes only (type=kwok): a real node (real-node.sh) is not ours to count or wait for.
   local have
-  have="$(kubectl_ get nodes --no-headers 2>/dev/null | wc -l)"
+  have="$(kubectl_ get nodes -l type=kwok --no-headers 2>/dev/null | wc -l)"
   if (( have < NODES )); then
     log "creating fake nodes (${have} -> ${NODES})"
     kwokctl_ scale node --replicas "$NODES" >&2
   fi
-  kubectl_ wait --for=condition=Ready node --all --timeout=120s >&2
+  kubectl_ wait --for=condition=Ready node -l type=kwok --timeout=120s >&2
 }
 
 cmd_up() {
