@@ -1,8 +1,10 @@
 """The clusters the e2e tests run on, behind one interface, so the test bodies are shared:
 
 - `local` (default, what CI runs): a real kube-apiserver/etcd/controller-manager/scheduler started by
-  kwokctl's binary runtime (tests/cluster/controlplane.py), with fake kwok nodes; pods do not run
-  containers, so PodProcesses starts one real runner process per Running pod.
+  kwokctl's binary runtime (tests/cluster/controlplane.py), fake kwok nodes for what needs many pods
+  (PodProcesses gives a fake pod a real runner process where a test needs one), and one REAL node
+  (scripts/k8s/real-node.sh: kubelet + containerd) where pods that ask for it (`real_pod_placement`)
+  run as containers of the built images.
 - `kind` (opt-in, `--cluster=kind`, needs Docker and kind): pytest-kind(-ng) creates the cluster, both
   images are built and loaded, and runner pods really run; nothing to emulate.
 """
@@ -12,8 +14,10 @@ from __future__ import annotations
 import base64
 import contextlib
 import json
+import os
 import shutil
 import subprocess
+import tempfile
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -24,13 +28,46 @@ from tests.e2e.podprocs import PodProcesses
 
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "charts" / "civic-workers"
+REAL_NODE_SCRIPT = ROOT / "scripts" / "k8s" / "real-node.sh"
+REAL_NODE = "civic-real"
+REAL_NODE_IP = "10.88.0.1"  # the real node's bridge: pods reach the host's servers there
+# The runner image plus the tests' job kinds (tests/support/kinds.py), for pools whose pods really run.
+TEST_IMAGE = "civic-runner-e2e:dev"
+
+
+def build_test_image() -> None:
+    """civic-runner:dev with tests.support.kinds on its path: a layer of two files, no network."""
+    with tempfile.TemporaryDirectory() as ctx:
+        support = Path(ctx, "tests", "support")
+        support.mkdir(parents=True)
+        for name in ("__init__.py", "kinds.py"):
+            shutil.copy(ROOT / "tests" / "support" / name, support / name)
+        Path(ctx, "Dockerfile").write_text(
+            "FROM civic-runner:dev\nCOPY tests/ /opt/e2e/tests/\nENV PYTHONPATH=/opt/e2e\n"
+        )
+        # BuildKit's front end as scripts/docker/build-images.sh picks it: buildx if there is one, else
+        # Debian's 20.10 CLI, which has BuildKit built in (newer CLIs need buildx for it).
+        has_buildx = subprocess.run(["docker", "buildx", "version"], capture_output=True).returncode == 0
+        build = ["docker", "buildx", "build", "--load"] if has_buildx else ["/usr/bin/docker", "build"]
+        r = subprocess.run(
+            [*build, "-q", "-t", TEST_IMAGE, ctx],
+            capture_output=True,
+            text=True,
+            env={**os.environ, "DOCKER_BUILDKIT": "1"},
+            timeout=300,
+        )
+        if r.returncode != 0:
+            raise RuntimeError(f"building {TEST_IMAGE} failed (is civic-runner:dev built?):\n{r.stderr[-2000:]}")
 
 
 class Cluster(Protocol):
     name: str
-    fake_pods: bool  # pods run no containers: processes stand in for them
+    fake_pods: bool  # pods not placed on a real node run no containers: processes stand in for them
+    real_node: str | None  # the one node that runs containers beside fake ones (None: every node does)
 
     def up(self) -> None: ...
+    def teardown(self) -> None: ...
+    def real_pod_placement(self) -> dict[str, Any]: ...
     def kubectl(self, *args: str, input: str | None = None, check: bool = True) -> str: ...  # noqa: A002
     @property
     def kubeconfig(self) -> Path: ...
@@ -47,6 +84,13 @@ class Cluster(Protocol):
 
 class _Common:
     name = "cluster"
+
+    def teardown(self) -> None:
+        pass
+
+    def real_pod_placement(self) -> dict[str, Any]:
+        """Pod spec fields that put a pod where it runs as a container (every node of kind)."""
+        return {}
 
     @property
     def kubeconfig(self) -> Path:
@@ -124,6 +168,7 @@ class _Common:
 
 class LocalCluster(_Common):
     name = "local"
+    real_node: str | None = REAL_NODE
     fake_pods = True  # kwok: pods run no containers (tests/e2e/podprocs.py gives them processes)
 
     def __init__(self) -> None:
@@ -131,6 +176,24 @@ class LocalCluster(_Common):
 
     def up(self) -> None:
         self.cp.up()
+        self._real_node("up")
+        build_test_image()
+        self._real_node("load", TEST_IMAGE)
+
+    def teardown(self) -> None:
+        self._real_node("down")
+
+    def _real_node(self, *args: str) -> None:
+        r = subprocess.run(["bash", str(REAL_NODE_SCRIPT), *args], capture_output=True, text=True, timeout=900)
+        if r.returncode != 0:
+            raise RuntimeError(f"real-node.sh {' '.join(args)} failed:\n{r.stderr[-3000:]}")
+
+    def real_pod_placement(self) -> dict[str, Any]:
+        # The real node is tainted so that kwok's fake nodes keep every pod that does not ask for it.
+        return {
+            "nodeSelector": {"kubernetes.io/hostname": REAL_NODE},
+            "tolerations": [{"key": "civic-workers.dev/real-node", "operator": "Exists", "effect": "NoSchedule"}],
+        }
 
     @property
     def kubeconfig(self) -> Path:
@@ -143,12 +206,14 @@ class LocalCluster(_Common):
         return str(self.cp.bin_dir / "helm")
 
     def database_url_for_pods(self, url: str) -> str:
-        return url  # the "pods" are processes on this host
+        # Real pods reach the host at the bridge address (PostgreSQL listens there too, see e2e_pg);
+        # processes standing in for fake pods reach it as well, it is a local address.
+        return url.replace("127.0.0.1", REAL_NODE_IP)
 
     def pod_processes(
         self, namespace: str, selector: str, log_dir: Path, env_overrides: dict[str, str] | None = None
     ) -> contextlib.AbstractContextManager[Any]:
-        return PodProcesses(self.kubeconfig, namespace, selector, log_dir, env_overrides)
+        return PodProcesses(self.kubeconfig, namespace, selector, log_dir, env_overrides, skip_nodes={REAL_NODE})
 
     def restart_apiserver(self) -> None:
         self.cp.restart_apiserver()
@@ -159,6 +224,7 @@ class KindCluster(_Common):
 
     name = "kind"
     fake_pods = False
+    real_node = None
 
     def __init__(self) -> None:
         from pytest_kind import KindCluster as _Kind  # type: ignore[import-not-found]  # opt-in dependency
@@ -168,7 +234,8 @@ class KindCluster(_Common):
     def up(self) -> None:
         self.kind.create()
         subprocess.run([str(ROOT / "scripts" / "docker" / "build-images.sh")], check=True)
-        for image in ("civic-runner:dev", "civic-operator:dev"):
+        build_test_image()
+        for image in ("civic-runner:dev", "civic-operator:dev", TEST_IMAGE):
             self.kind.load_docker_image(image)
 
     @property

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.clusters import Cluster, make_cluster
+from tests.e2e.clusters import REAL_NODE_IP, TEST_IMAGE, Cluster, make_cluster
 from tests.support.harness import migrate
 from tests.support.pg import PostgresServer
 
@@ -45,10 +45,11 @@ def cluster(request: pytest.FixtureRequest) -> Iterator[Cluster]:
         "--timeout=60s",
     )
     yield c
+    c.teardown()
 
 
 @pytest.fixture(scope="session")
-def e2e_pg(request: pytest.FixtureRequest) -> Iterator[PostgresServer]:
+def e2e_pg(request: pytest.FixtureRequest, cluster: Cluster) -> Iterator[PostgresServer]:
     if request.config.getoption("--cluster") == "kind":
         # Real pods connect from the kind network: listen beyond loopback and trust that network only.
         server = PostgresServer(settings={"listen_addresses": "'*'"})
@@ -56,7 +57,12 @@ def e2e_pg(request: pytest.FixtureRequest) -> Iterator[PostgresServer]:
         with open(server.data / "pg_hba.conf", "a") as f:
             f.write("host all all 172.16.0.0/12 trust\n")
     else:
-        server = PostgresServer()
+        # Pods of the real node connect from its bridge (which `cluster` made): listen on loopback and the
+        # bridge address only, and trust the bridge's subnet only.
+        server = PostgresServer(settings={"listen_addresses": f"'127.0.0.1,{REAL_NODE_IP}'"})
+        server.init()
+        with open(server.data / "pg_hba.conf", "a") as f:
+            f.write(f"host all all {REAL_NODE_IP}/24 trust\n")
     server.start()
     yield server
     server.destroy()
@@ -142,6 +148,13 @@ def operator(cluster: Cluster, namespace: str, tmp_path: Path) -> Iterator[Opera
     op = OperatorProcess(cluster, namespace, kubeconfig, tmp_path / "operator.log").start()
     yield op
     op.stop()
+
+
+def real_pods(cluster: Cluster, **spec: Any) -> dict[str, Any]:
+    """A pool spec whose pods run as containers (on the real node, or anywhere on kind) of the runner
+    image with the tests' job kinds."""
+    template = {**spec.pop("template", {}), **cluster.real_pod_placement()}
+    return {"image": TEST_IMAGE, "template": template, **spec}
 
 
 def pool_manifest(name: str, namespace: str, **spec: Any) -> str:

@@ -68,6 +68,7 @@ class PodProcesses:
         log_dir: Path,
         env_overrides: dict[str, str] | None = None,  # e.g. a Service's address, which has no DNS here
         interval: float = 0.2,
+        skip_nodes: set[str] | None = None,  # real nodes: their pods run as containers
     ) -> None:
         api = kubernetes.config.new_client_from_config(str(kubeconfig))
         self.core = kubernetes.client.CoreV1Api(api)
@@ -77,6 +78,7 @@ class PodProcesses:
         self.log_dir = log_dir
         self.env_overrides = env_overrides or {}
         self.interval = interval
+        self.skip_nodes = skip_nodes or set()
         self.procs: dict[str, Proc] = {}
         self.started_total = 0
         self._stop = threading.Event()
@@ -126,7 +128,12 @@ class PodProcesses:
                     self._terminate(p)
                 elif p.is_job and not p.reported and p.popen.poll() is not None:
                     self._report_exit(pod, p)
-            elif pod.status.phase == "Running" and not gone and self._runs_the_runner(pod):
+            elif (
+                pod.status.phase == "Running"
+                and not gone
+                and pod.spec.node_name not in self.skip_nodes
+                and self._runs_the_runner(pod)
+            ):
                 self.procs[uid] = self._start(pod)
         for uid in list(self.procs):
             if uid not in seen:
