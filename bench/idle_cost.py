@@ -5,14 +5,15 @@
 N `civic-runner run` processes (queues s3_signer and thumbnails, the Civic OS defaults) on an
 empty queue; after they settle, statements are counted from pg_stat_statements over the window
 (every statement any of them sends, LISTEN connection included) and connections from
-pg_stat_activity. Each count is taken with the insert watcher on (the default, 5 ms) and off, so
-the watcher's own price is in the table. The count excludes the benchmark's own queries.
+pg_stat_activity. Each count is taken with the insert watcher at several intervals and off, so
+the watcher's own price is in the table (--intervals). The count excludes the benchmark's own queries.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import time
@@ -23,6 +24,12 @@ import psycopg
 
 from bench.common import ROOT, fresh_db, log, machine, runner_env
 from tests.support.pg import PostgresServer
+
+
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of a process, from /proc (clock ticks)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def measure(server: PostgresServer, n: int, seconds: float, watch_interval: float) -> dict[str, Any]:
@@ -45,10 +52,12 @@ def measure(server: PostgresServer, n: int, seconds: float, watch_interval: floa
                            WHERE s.dbid = %s AND s.query NOT LIKE %s"""
             marker = "%bench-idle-cost%"
             conn.execute("SELECT pg_stat_statements_reset() /* bench-idle-cost */")
+            cpu0 = sum(cpu_seconds(p.pid) for p in procs)
             t0 = time.monotonic()
             time.sleep(seconds)
             row = conn.execute(sql_calls + " /* bench-idle-cost */", (dbid[0], marker)).fetchone()
             elapsed = time.monotonic() - t0
+            cpu = sum(cpu_seconds(p.pid) for p in procs) - cpu0
             conns = conn.execute(
                 "SELECT count(*) FROM pg_stat_activity WHERE datid = %s AND application_name = 'civic-idle'",
                 (dbid[0],),
@@ -72,6 +81,7 @@ def measure(server: PostgresServer, n: int, seconds: float, watch_interval: floa
         "statements_per_s_per_runner": round(qps / n, 1),
         # the server's own time executing them: ms per second of wall time (10 = 1 % of a core)
         "db_exec_ms_per_s": round(float(row[1]) / elapsed, 2),
+        "runner_cpu_percent_total": round(100 * cpu / elapsed, 2),
         "connections": int(conns[0]),
         "connections_per_runner": round(int(conns[0]) / n, 2),
         "top": [(int(c), str(q)) for c, q in top],
@@ -82,6 +92,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--runners", default="1,3,10", help="comma-separated runner counts")
     ap.add_argument("--seconds", type=float, default=20.0)
+    ap.add_argument("--intervals", default="0.002,0.005,0", help="insert watcher intervals (s) to measure; 0: off")
     args = ap.parse_args()
     server = PostgresServer(
         settings={"shared_preload_libraries": "'pg_stat_statements'", "pg_stat_statements.track": "all"}
@@ -92,7 +103,7 @@ def main() -> None:
         with psycopg.connect(server.url(), autocommit=True) as conn:
             conn.execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
         for n in (int(x) for x in args.runners.split(",")):
-            for interval in (0.005, 0.0):
+            for interval in (float(x) for x in args.intervals.split(",")):
                 r = measure(server, n, args.seconds, interval)
                 log(json.dumps({k: v for k, v in r.items() if k != "top"}))
                 results.append(r)

@@ -57,20 +57,23 @@ def table_insert(url: str) -> Callable[[int], None]:
 
 
 def rpc_insert(url: str) -> Callable[[int], None]:
-    """POST /rpc/request_upload_url as a signed-in user: authenticator -> authenticated, JWT claims."""
+    """POST /rpc/request_upload_url as PostgREST runs it: on a pooled (kept) connection as
+    authenticator, one transaction per request with SET LOCAL ROLE authenticated and the JWT claims."""
     from tests.support import civic_os
 
     user = civic_os.create_user(url)
-    claims = civic_os.claims_for(user)
+    claims = json.dumps(civic_os.claims_for(user))
+    conn = psycopg.connect(civic_os.as_user(url, "authenticator"))
 
     def insert(i: int) -> None:
-        params = {
-            "p_entity_type": "issues",
-            "p_entity_id": str(i),
-            "p_file_name": f"IMG_{i:05d}.JPG",
-            "p_file_type": "image/jpeg",
-        }
-        civic_os.rpc(url, "request_upload_url", params, claims=claims)
+        with conn.transaction():
+            conn.execute("SET LOCAL ROLE authenticated")
+            conn.execute("SELECT set_config('request.jwt.claims', %s, true)", (claims,))
+            conn.execute(
+                "SELECT public.request_upload_url(p_entity_type => 'issues', p_entity_id => %s, "
+                "p_file_name => %s, p_file_type => 'image/jpeg')",
+                (str(i), f"IMG_{i:05d}.JPG"),
+            )
 
     return insert
 
@@ -90,7 +93,7 @@ def run(
         "S3_ENDPOINT": "http://127.0.0.1:9",
         "S3_ACCESS_KEY_ID": "bench",
         "S3_SECRET_ACCESS_KEY": "bench-secret",
-        "CIVIC_INSERT_WATCH_INTERVAL": "0.005" if watch else "0",
+        "CIVIC_INSERT_WATCH_INTERVAL": os.environ.get("CIVIC_INSERT_WATCH_INTERVAL", "0.002") if watch else "0",
     }
     runner = subprocess.Popen([sys.executable, "-m", "civic_runner.cli", "run"], env=env)
     try:

@@ -47,7 +47,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "insert_watch_interval",
         ("CIVIC_INSERT_WATCH_INTERVAL",),
-        0.005,
+        0.002,
         "seconds between looks for jobs inserted without NOTIFY (Civic OS's triggers), by one process per "
         "schema, which then notifies; 0: off",
         float,
@@ -167,7 +167,7 @@ class RunnerConfig:
     db_max_conns: int = 4
     poll_only: bool = False
     fetch_poll_interval: float = 1.0
-    insert_watch_interval: float = 0.005
+    insert_watch_interval: float = 0.002
     fetch_cooldown: float = 0.002
     job_timeout: float = 60.0
     shutdown_grace: float = 25.0

@@ -3,7 +3,7 @@
 Civic OS's enqueue triggers insert into river_job and send no notification, so a runner that only
 LISTENs would find those jobs by its poll (1 s). Instead, one process per schema (whoever holds a
 session advisory lock on its LISTEN connection) reads the rows past the highest id it has seen,
-every `insert_watch_interval` (5 ms by default), and sends River's own `river_insert` notification
+every `insert_watch_interval` (2 ms by default), and sends River's own `river_insert` notification
 for each queue that got an `available` job. Every runner (and River's Go clients) then wakes as if
 the inserter had notified. The cost is one index-served query per tick for the whole fleet, not
 per runner; the others retry the lock every few seconds.
