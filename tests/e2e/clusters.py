@@ -68,6 +68,7 @@ class Cluster(Protocol):
     def up(self) -> None: ...
     def teardown(self) -> None: ...
     def real_pod_placement(self) -> dict[str, Any]: ...
+    def kill_container(self, container_id: str) -> None: ...
     def kubectl(self, *args: str, input: str | None = None, check: bool = True) -> str: ...  # noqa: A002
     @property
     def kubeconfig(self) -> Path: ...
@@ -188,6 +189,15 @@ class LocalCluster(_Common):
         if r.returncode != 0:
             raise RuntimeError(f"real-node.sh {' '.join(args)} failed:\n{r.stderr[-3000:]}")
 
+    def kill_container(self, container_id: str) -> None:
+        """SIGKILL from outside, through the node's containerd (kill -9 inside the container cannot
+        touch its PID 1)."""
+        sock = Path(
+            os.environ.get("CIVIC_CACHE", Path.home() / ".cache" / "civic-workers"), "realnode/run/containerd.sock"
+        )
+        cid = container_id.removeprefix("containerd://")
+        subprocess.run(["ctr", "-a", str(sock), "-n", "k8s.io", "tasks", "kill", "-s", "SIGKILL", cid], check=True)
+
     def real_pod_placement(self) -> dict[str, Any]:
         # The real node is tainted so that kwok's fake nodes keep every pod that does not ask for it.
         return {
@@ -271,6 +281,13 @@ class KindCluster(_Common):
         self, namespace: str, selector: str, log_dir: Path, env_overrides: dict[str, str] | None = None
     ) -> contextlib.AbstractContextManager[Any]:
         return contextlib.nullcontext()  # real pods run real runners, and Service names resolve
+
+    def kill_container(self, container_id: str) -> None:
+        cid = container_id.removeprefix("containerd://")
+        node = f"{self.kind.name}-control-plane"
+        subprocess.run(
+            ["docker", "exec", node, "ctr", "-n", "k8s.io", "tasks", "kill", "-s", "SIGKILL", cid], check=True
+        )
 
     def restart_apiserver(self) -> None:
         subprocess.run(["docker", "restart", f"{self.kind.name}-control-plane"], check=True)

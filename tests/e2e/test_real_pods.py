@@ -1,0 +1,163 @@
+"""What only real pods can show: the chart's operator as a pod scaling real runner pods (and its
+replacement taking over), a runner container killed with SIGKILL and restarted by the kubelet, a pod
+deleted mid-job whose SIGTERM gives the job back."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+from civic_runner.maintenance import RESCUE_ERROR
+
+from tests.e2e.clusters import CHART, Cluster
+from tests.e2e.conftest import real_pods, wait_until
+from tests.e2e.test_operator import SELECTOR, apply_pool, live_pods, pool, ready_replicas, workers_seen
+from tests.support.harness import insert, query
+
+
+def install_operator(cluster: Cluster, namespace: str, tmp_path: Path) -> None:
+    """The chart with its operator Deployment only (the `database` fixture migrated the database)."""
+    values = {"operator": cluster.real_pod_placement(), "migrations": {"enabled": False}, "tests": {"enabled": False}}
+    (tmp_path / "values.yaml").write_text(yaml.safe_dump(values))
+    cluster.helm(
+        "install", namespace, str(CHART), "-n", namespace, "-f", str(tmp_path / "values.yaml"),
+        "--wait", "--timeout", "120s",
+    )  # fmt: skip
+
+
+def pods(cluster: Cluster, namespace: str, selector: str) -> list[dict[str, Any]]:
+    items = json.loads(cluster.kubectl("get", "pods", "-n", namespace, "-l", selector, "-o", "json"))["items"]
+    return [p for p in items if not p["metadata"].get("deletionTimestamp")]
+
+
+def job_row(database: str, job_id: int) -> tuple[Any, ...]:
+    sql = "SELECT state, attempt, attempted_by, errors FROM metadata.river_job WHERE id = %s"
+    rows = query(database, sql, (job_id,))
+    return tuple(rows[0])
+
+
+def test_chart_operator_pod_drains_a_burst_with_real_runners_and_its_replacement_converges(
+    cluster: Cluster, namespace: str, database: str, tmp_path: Path
+) -> None:
+    install_operator(cluster, namespace, tmp_path)
+    [first_operator] = pods(cluster, namespace, "app.kubernetes.io/component=operator")
+    spec = {
+        "concurrency": 5,
+        "autoscaling": {
+            "minReplicas": 1,
+            "maxReplicas": 4,
+            "targetPerReplica": 100,
+            "pollSeconds": 1,
+            "scaleUp": {"pods": 4, "periodSeconds": 5},
+            "scaleDown": {"stabilizationWindowSeconds": 8, "periodSeconds": 1},
+        },
+    }
+    apply_pool(cluster, namespace, "burst", **real_pods(cluster, **spec))
+    wait_until(lambda: ready_replicas(cluster, namespace, "burst") == 1, 60, "one runner pod ready")
+    insert(database, "record", {"sleep": 0.2}, count=800, queue="e2e")
+    wait_until(lambda: int(pool(cluster, namespace, "burst")["spec"]["replicas"]) > 1, 10, "the operator pod scales up")
+    # Mid-scale, the operator's pod goes (SIGTERM from the kubelet); the Deployment's next pod takes over.
+    cluster.kubectl("delete", "pod", first_operator["metadata"]["name"], "-n", namespace, "--wait=false")
+    wait_until(lambda: ready_replicas(cluster, namespace, "burst") == 4, 90, "4 runner pods ready")
+    wait_until(
+        lambda: query(database, "SELECT count(*) FROM metadata.river_job WHERE state='completed'")[0][0] == 800,
+        120,
+        "drained by real runner pods",
+        interval=0.5,
+    )
+    operators = "app.kubernetes.io/component=operator"
+    [second_operator] = wait_until(
+        lambda: [p for p in pods(cluster, namespace, operators) if p["status"]["phase"] == "Running"],
+        60,
+        "the operator's replacement pod",
+    )
+    assert second_operator["metadata"]["name"] != first_operator["metadata"]["name"]
+    # Only the replacement can bring the pool back down after the burst.
+    wait_until(lambda: pool(cluster, namespace, "burst")["spec"].get("replicas") == 1, 60, "back to minReplicas")
+    wait_until(lambda: live_pods(cluster, namespace, "burst") == 1, 60, "runner pods follow down")
+    assert workers_seen(database) >= 2
+    assert query(database, "SELECT count(*), count(DISTINCT job_id) FROM test_runs")[0] == (800, 800)
+    assert query(database, "SELECT max(attempt) FROM metadata.river_job") == [(1,)], "a job ran twice"
+    logs = cluster.kubectl("logs", second_operator["metadata"]["name"], "-n", namespace)
+    assert '"event": "scaled"' in logs, logs[-2000:]
+
+
+def test_runner_killed_mid_job_is_restarted_and_its_job_rescued(
+    cluster: Cluster, namespace: str, database: str, tmp_path: Path, operator: Any
+) -> None:
+    """SIGKILL of the runner container (no shutdown at all): the kubelet restarts it, the leader's
+    rescuer finds the job stuck and it runs again to completion."""
+    env = [
+        {"name": "CIVIC_RESCUE_AFTER", "value": "4"},
+        {"name": "CIVIC_RESCUER_INTERVAL", "value": "1"},
+        {"name": "CIVIC_SCHEDULER_INTERVAL", "value": "1"},
+    ]
+    spec = real_pods(cluster, concurrency=1, autoscaling={"enabled": False}, replicas=1, env=env)
+    apply_pool(cluster, namespace, "kill", **spec)
+    wait_until(lambda: ready_replicas(cluster, namespace, "kill") == 1, 60, "runner pod ready")
+    [job] = insert(database, "record", {"sleep": 2}, queue="e2e")
+    wait_until(lambda: job_row(database, job)[0] == "running", 20, "job running", interval=0.05)
+    time.sleep(0.5)
+    [pod] = pods(cluster, namespace, f"{SELECTOR}=kill")
+    cluster.kill_container(pod["status"]["containerStatuses"][0]["containerID"])
+    wait_until(
+        lambda: pods(cluster, namespace, f"{SELECTOR}=kill")[0]["status"]["containerStatuses"][0]["restartCount"] == 1,
+        30,
+        "the kubelet restarted the container",
+    )
+    wait_until(lambda: job_row(database, job)[0] == "completed", 60, "job rescued and completed", interval=0.2)
+    state, attempt, attempted_by, errors = job_row(database, job)
+    assert attempt == 2 and errors and errors[0]["error"] == RESCUE_ERROR, (state, attempt, errors)
+    assert attempted_by == [pod["metadata"]["name"]] * 2  # the same pod, its container restarted
+    assert query(database, "SELECT count(*) FROM test_runs WHERE job_id = %s", (job,)) == [(2,)]
+    terminated = pods(cluster, namespace, f"{SELECTOR}=kill")[0]["status"]["containerStatuses"][0]["lastState"]
+    assert terminated["terminated"]["exitCode"] == 137, terminated  # 128 + SIGKILL
+
+
+def test_pod_deleted_mid_job_gives_the_job_back_within_its_grace(
+    cluster: Cluster, namespace: str, database: str, operator: Any
+) -> None:
+    """Pod deletion: the kubelet sends SIGTERM; the runner stops the job after its shutdown grace and
+    returns it to `available` with its attempt given back, before terminationGracePeriodSeconds."""
+    spec = real_pods(
+        cluster,
+        concurrency=1,
+        autoscaling={"enabled": False},
+        replicas=1,
+        shutdownGraceSeconds=2,
+        terminationGracePeriodSeconds=8,
+    )
+    apply_pool(cluster, namespace, "term", **spec)
+    wait_until(lambda: ready_replicas(cluster, namespace, "term") == 1, 60, "runner pod ready")
+    [job] = insert(database, "sleep", {"seconds": 120}, queue="e2e")
+    wait_until(lambda: job_row(database, job)[0] == "running", 20, "job running", interval=0.05)
+    [old] = pods(cluster, namespace, f"{SELECTOR}=term")
+    name = old["metadata"]["name"]
+    logs: list[str] = []
+    t0 = time.monotonic()
+    cluster.kubectl("delete", "pod", name, "-n", namespace, "--wait=false")
+    # Its log until it exits: the runner's own account of the shutdown.
+    while time.monotonic() - t0 < 15:
+        out = cluster.kubectl("logs", name, "-n", namespace, check=False)
+        if out:
+            logs = out.splitlines()
+        if name not in cluster.kubectl("get", "pods", "-n", namespace, "-o", "name"):
+            break
+        time.sleep(0.2)
+    gone = time.monotonic() - t0
+    assert gone < 8, f"pod took {gone:.1f}s to go: killed at the grace period, not stopped by its runner"
+    # The replacement pod claims it again: with attempt 1 (given back) and no error recorded.
+    wait_until(
+        lambda: job_row(database, job)[0] == "running" and job_row(database, job)[2][-1] != name,
+        60,
+        "job claimed again by the replacement pod",
+        interval=0.2,
+    )
+    state, attempt, attempted_by, errors = job_row(database, job)
+    assert attempt == 1 and not errors, (state, attempt, attempted_by, errors)
+    assert attempted_by[0] == name
+    assert any("waiting for running jobs" in line for line in logs), logs[-10:]
+    print(f"pod deleted mid-job: gone after {gone:.1f}s (grace 8 s, shutdown grace 2 s)")  # noqa: T201
