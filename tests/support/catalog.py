@@ -16,6 +16,14 @@ def _templated(text: str | None, schema: str) -> str | None:
     return text
 
 
+def _plain_not_null(contype: str, definition: str, column: str | None, not_null: set[str]) -> bool:
+    """A NOT NULL constraint that PostgreSQL 18+ also records in pg_constraint (contype 'n', named like
+    <table>_<col>_not_null) for a column the columns list already marks not_null. Before 18 it lived only in
+    pg_attribute.attnotnull, and the reference catalogs have it only there. Only the plain form is dropped:
+    a NOT VALID or NO INHERIT one (which attnotnull alone does not show) stays and fails the comparison."""
+    return contype == "n" and column in not_null and definition in (f"NOT NULL {column}", f'NOT NULL "{column}"')
+
+
 def read_catalog(conn: psycopg.Connection[Any], schema: str, prefix: str = "river") -> dict[str, Any]:
     t = lambda s: _templated(s, schema)  # noqa: E731
     like = prefix + "%"
@@ -54,11 +62,16 @@ def read_catalog(conn: psycopg.Connection[Any], schema: str, prefix: str = "rive
                 "SELECT tgname, pg_get_triggerdef(oid) FROM pg_trigger WHERE tgrelid = %s AND NOT tgisinternal", (oid,)
             )
         }
+        not_null = {c["name"] for c in cols if c["not_null"]}
         constraints = {
             r[0]: t(r[1])
             for r in conn.execute(
-                "SELECT conname, pg_get_constraintdef(oid) FROM pg_constraint WHERE conrelid = %s", (oid,)
+                """SELECT c.conname, pg_get_constraintdef(c.oid), c.contype::text, a.attname FROM pg_constraint c
+                   LEFT JOIN pg_attribute a ON a.attrelid = c.conrelid AND a.attnum = c.conkey[1]
+                   WHERE c.conrelid = %s""",
+                (oid,),
             )
+            if not _plain_not_null(r[2], r[1], r[3], not_null)
         }
         tables[name] = {
             "columns": cols,
