@@ -148,6 +148,16 @@ ensure_nodes() {
     kwokctl_ scale node --replicas "$NODES" >&2
   fi
   kubectl_ wait --for=condition=Ready node -l type=kwok --timeout=120s >&2
+  # The API server dials nodes at their InternalIP (kubelet-preferred-address-types, for the real node,
+  # whose Hostname does not resolve); kwokctl gives fake nodes 192.0.2.x, where nothing listens: point
+  # them at loopback, where kwok-controller serves their logs (kwok only adds addresses that are missing).
+  local name addrs
+  kubectl_ get nodes -l type=kwok -o jsonpath='{range .items[*]}{.metadata.name}{" "}{.status.addresses[*].address}{"\n"}{end}' \
+    | while read -r name addrs; do
+      [[ " $addrs " == *" 127.0.0.1 "* ]] && continue
+      kubectl_ patch node "$name" --subresource=status --type=merge \
+        -p '{"status":{"addresses":[{"type":"InternalIP","address":"127.0.0.1"},{"type":"Hostname","address":"localhost"}]}}' >/dev/null
+    done
 }
 
 cmd_up() {
