@@ -408,10 +408,7 @@ def causes(case: Case, head: pyvips.Image, box: int, variant: str, settings: Thu
             out.append("sharp: a new decode for this size")
     if head.hasalpha():
         out.append("alpha: ours flattens after the resize, sharp before")
-    if head.interpretation == "cmyk":
-        out.append("CMYK to sRGB: ours relative intent, sharp perceptual")
-    elif head.get_typeof("icc-profile-data"):
-        out.append("embedded profile: sharp converts to sRGB, ours keeps the values")
+    # Profiles (CMYK, Display P3) are no cause since both convert to sRGB with the perceptual intent.
     return out
 
 
