@@ -216,3 +216,23 @@ def test_the_docs_requeue_recovers_files_the_go_worker_left_pending(s3_server: S
         assert row["thumbnail_status"] == "completed", row["thumbnail_error"]
     finally:
         p.close()
+
+
+def test_connected_as_authenticator_the_runner_says_why_it_is_not_ready(civic: CivicOsV070, tmp_path: Path) -> None:
+    """Civic OS's docs show an `authenticator` URL; that role may not even use schema metadata. The
+    runner must stay live, answer /readyz 503 with the reason, and log it (not restart-loop silently)."""
+    from tests.integration.test_startup_readiness import get, logged_errors, readyz_saying
+    from tests.support.harness import RunnerProcess
+    from tests.support.pg import free_port
+
+    port = free_port()
+    log = tmp_path / "runner.log"
+    env = {"CIVIC_HTTP_PORT": str(port), "CIVIC_HTTP_HOST": "127.0.0.1", "CIVIC_KINDS_MODULES": "civic_runner.pipeline"}
+    r = RunnerProcess(civic_os.as_user(civic.url, "authenticator"), env=env, log_path=log).start()
+    try:
+        status, body = readyz_saying(port, 'permission denied for schema "metadata"')
+        assert status == 503 and 'GRANT USAGE ON SCHEMA "metadata" TO "authenticator"' in body, body
+        assert (get(port, "/healthz") or (0, ""))[0] == 200
+    finally:
+        assert r.terminate() == 0
+    assert any("permission denied for schema" in m for m in logged_errors(log))
