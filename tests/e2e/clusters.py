@@ -75,6 +75,7 @@ class Cluster(Protocol):
     def helm(self, *args: str) -> str: ...
     def create_secret(self, namespace: str, name: str, data: dict[str, str]) -> None: ...
     def database_url_for_pods(self, url: str) -> str: ...
+    def address_for_pods(self) -> str: ...
     def pod_processes(
         self, namespace: str, selector: str, log_dir: Path, env_overrides: dict[str, str] | None = None
     ) -> contextlib.AbstractContextManager[Any]: ...
@@ -215,10 +216,14 @@ class LocalCluster(_Common):
     def helm_binary(self) -> str:
         return str(self.cp.bin_dir / "helm")
 
+    def address_for_pods(self) -> str:
+        """The host's address as real pods reach it: the real node's bridge (a local address, so the
+        host's own clients and the processes standing in for fake pods reach it too)."""
+        return REAL_NODE_IP
+
     def database_url_for_pods(self, url: str) -> str:
-        # Real pods reach the host at the bridge address (PostgreSQL listens there too, see e2e_pg);
-        # processes standing in for fake pods reach it as well, it is a local address.
-        return url.replace("127.0.0.1", REAL_NODE_IP)
+        # PostgreSQL listens on the bridge address too, see e2e_pg.
+        return url.replace("127.0.0.1", self.address_for_pods())
 
     def pod_processes(
         self, namespace: str, selector: str, log_dir: Path, env_overrides: dict[str, str] | None = None
@@ -267,15 +272,17 @@ class KindCluster(_Common):
     def helm_binary(self) -> str:
         return shutil.which("helm") or "helm"
 
-    def database_url_for_pods(self, url: str) -> str:
-        # Pods reach the host's PostgreSQL through the kind network's gateway.
-        gateway = subprocess.run(
+    def address_for_pods(self) -> str:
+        """Pods reach the host through the kind network's gateway (a local address of the host)."""
+        return subprocess.run(
             ["docker", "network", "inspect", "kind", "-f", "{{(index .IPAM.Config 0).Gateway}}"],
             capture_output=True,
             text=True,
             check=True,
         ).stdout.strip()
-        return url.replace("127.0.0.1", gateway)
+
+    def database_url_for_pods(self, url: str) -> str:
+        return url.replace("127.0.0.1", self.address_for_pods())
 
     def pod_processes(
         self, namespace: str, selector: str, log_dir: Path, env_overrides: dict[str, str] | None = None

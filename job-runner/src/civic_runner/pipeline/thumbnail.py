@@ -7,7 +7,11 @@ Statuses, which Civic OS's Go worker never writes correctly:
 - `processing` when we start; `completed` with the three keys when done;
 - `failed` + thumbnail_error at once when the input can never work (the job is discarded);
 - `pending` + thumbnail_error "... will retry" when the world was not ready (storage or database
-  unreachable, interrupted): River retries with backoff; on the last attempt it becomes `failed`.
+  unreachable, interrupted): River retries with backoff; on the last attempt it becomes `failed`;
+- `failed` at the start of an attempt when the worker's process died during the attempts before
+  (MAX_WORKER_DEATHS in a row: each found stuck by River's rescuer), typically an OOM kill by an image
+  that needs more memory to decode than the pod may use: without it the file would stay `processing`
+  while every retry kills the pod again, 25 times.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from __future__ import annotations
 import logging
 import time
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,6 +29,7 @@ from psycopg_pool import PoolTimeout
 from civic_runner.errors import PermanentError
 from civic_runner.executor import STOP_REMOTE_CANCEL, STOP_SHUTDOWN, STOP_TIMEOUT
 from civic_runner.job import Job, JobContext
+from civic_runner.maintenance import RESCUE_ERROR
 from civic_runner.pipeline import imaging, pdf
 from civic_runner.pipeline.config import ThumbnailSettings
 from civic_runner.pipeline.db import Database, FileRow
@@ -34,6 +40,11 @@ from civic_runner.pipeline.plan import pdf_render_box
 from civic_runner.pipeline.storage import Storage, StorageUnavailable
 
 log = logging.getLogger("civic_runner.pipeline.thumbnail")
+
+# Attempts in a row whose worker process died (rescued by River's rescuer, not failed by us) before
+# the next one fails the file instead of trying again: once may be a neighbour's fault (another
+# job's image OOM-killing the pod, a node lost); twice in a row is this file.
+MAX_WORKER_DEATHS = 2
 
 
 @dataclass(frozen=True)
@@ -72,6 +83,25 @@ def transient_message(exc: Exception) -> str:
     if isinstance(exc, (psycopg.Error, PoolTimeout)):
         return f"The database could not be reached or failed ({type(exc).__name__}: {first})."
     return f"Unexpected error ({type(exc).__name__}: {first})."
+
+
+def worker_deaths(errors: Sequence[str | None]) -> int:
+    """How many of the last attempts, in a row, ended with the worker's process gone: River's rescuer
+    recorded them (a process that lives records its own errors)."""
+    n = 0
+    for error in reversed(errors):
+        if error != RESCUE_ERROR:
+            break
+        n += 1
+    return n
+
+
+def deaths_message(deaths: int) -> str:
+    return (
+        f"The worker's process died during the last {deaths} attempts at these thumbnails, most likely killed "
+        "for exceeding its memory limit: the image needs more memory to decode than the worker may use. "
+        "Not retried: a higher memory limit or fewer thumbnails at a time per pod would let it through."
+    )
 
 
 def stop_message(reason: str, timeout: float | None) -> str:
@@ -167,8 +197,21 @@ class ThumbnailWorker:
             )
         return row
 
+    def _deaths(self, job: Job) -> int:
+        """Worker deaths before this attempt (the job's errors are read only once it has enough)."""
+        if job.error_count < MAX_WORKER_DEATHS:
+            return 0
+        try:
+            return worker_deaths(self.db.job_errors(job.id))
+        except Exception as exc:  # best effort: not knowing must not cost the thumbnail
+            log.warning("could not read the job's errors", extra={"job_id": job.id, "error": str(exc).strip()})
+            return 0
+
     def _run(self, job: Job, ctx: JobContext, args: ThumbnailArgs) -> dict[str, Any]:
         t0 = time.perf_counter()
+        deaths = self._deaths(job)
+        if deaths >= MAX_WORKER_DEATHS:
+            raise InputError(deaths_message(deaths))
         row = self._row(args)
         if self.db.thumbnail_processing(args.file_id) == 0:
             raise UpdateBlocked(f"UPDATE of metadata.files row {args.file_id} matched no row: {RLS_HINT}")
