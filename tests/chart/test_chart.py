@@ -355,6 +355,12 @@ def test_migration_hook(tools: dict[str, str]) -> None:
     default = docs(render(tools, "-f", str(HERE / "values-defaults.yaml")).stdout)
     (job,) = by_kind(default, "Job")
     assert job["spec"]["template"]["spec"]["containers"][0]["args"] == ["migrate"]
+    # River 0.48+'s line (008) is accepted as a target, and the helm test pod then expects it.
+    at8 = docs(render(tools, "-f", str(HERE / "values-defaults.yaml"), "--set", "migrations.target=8").stdout)
+    (job,) = by_kind(at8, "Job")
+    assert job["spec"]["template"]["spec"]["containers"][0]["args"] == ["migrate", "--target", "8"]
+    (pod,) = by_kind(at8, "Pod")
+    assert env_of(pod["spec"]["containers"][0])["WANT_MAIN"] == "8"
 
 
 def test_secret_names_restrict_get(tools: dict[str, str]) -> None:
@@ -424,7 +430,7 @@ def test_helm_test_pod(tools: dict[str, str]) -> None:
     [
         (["--set", "database.url=postgres://x"], "additional properties"),  # never inline credentials
         (["--set", "operator.peering.enabled=false", "--set", "operator.replicas=2"], "replicas"),
-        (["--set", "migrations.target=8"], "target"),
+        (["--set", "migrations.target=9"], "target"),  # River's latest is 8
         (["--set", "image.pullPolicy=Sometimes"], "pullPolicy"),
         (["--set", "pools.thumbnails.autoscaling.maxReplica=3"], "additional properties"),
         (["--set", "pools.thumbnails.mode=DaemonSet"], "mode"),

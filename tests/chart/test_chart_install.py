@@ -29,6 +29,7 @@ from typing import Any
 import psycopg
 import pytest
 import yaml
+from civic_runner.migrate import LATEST, MAIN
 
 from tests.cluster.controlplane import LocalControlPlane
 from tests.support.harness import wait_for
@@ -250,7 +251,7 @@ def test_install_operate_uninstall(cp: LocalControlPlane, namespace: str, db_url
         )
     assert "STATUS: deployed" in out
     # The pre-install hook migrated the database named by the Secret.
-    assert river_version(db_url) == 7, hooks.output("civic-civic-workers-migrate")
+    assert river_version(db_url) == LATEST[MAIN], hooks.output("civic-civic-workers-migrate")
 
     crds = {c["metadata"]["name"] for c in kubectl_json(cp, "get", "crd")["items"]}
     assert {"civicworkerpools.workers.civic-os.org", "kopfpeerings.kopf.dev", "clusterkopfpeerings.kopf.dev"} <= crds
@@ -323,7 +324,7 @@ def test_install_operate_uninstall(cp: LocalControlPlane, namespace: str, db_url
     # What stays: the CRDs (Helm never deletes crds/), and the data.
     crds = {c["metadata"]["name"] for c in kubectl_json(cp, "get", "crd")["items"]}
     assert "civicworkerpools.workers.civic-os.org" in crds
-    assert river_version(db_url) == 7
+    assert river_version(db_url) == LATEST[MAIN]
 
 
 def test_install_from_package_cluster_wide(cp: LocalControlPlane, namespace: str, db_url: str, tmp_path: Path) -> None:
@@ -333,7 +334,7 @@ def test_install_from_package_cluster_wide(cp: LocalControlPlane, namespace: str
     values = ["-f", str(HERE / "values-cluster-wide.yaml"), "--set", "database.secret.name=civic-database"]
     with HookPods(cp, ns):
         run(cp, "helm", "install", "civic-cw", str(tgz), "-n", ns, *values, "--wait", "--timeout", "180s")
-    assert river_version(db_url) == 7
+    assert river_version(db_url) == LATEST[MAIN]
     names = {c["metadata"]["name"] for c in kubectl_json(cp, "get", "clusterkopfpeerings")["items"]}
     assert "civic-operator" in names
     deploy = kubectl_json(cp, "-n", ns, "get", "deploy", "civic-cw-civic-workers-operator")

@@ -25,7 +25,8 @@ def run(*cmd: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
 
 
 def test_river_cli_agrees_database_is_current(db_url: str, river_cli: str) -> None:
-    migrate(db_url)
+    # River 0.47's line ends at 7; its migrator refuses a database holding 8 ("migration 8 not found").
+    migrate(db_url, target_main=7)
     r = run(river_cli, "validate", "--database-url", db_url, "--schema", "metadata")
     assert r.returncode == 0, r.stdout + r.stderr
     listing = run(river_cli, "migrate-list", "--database-url", db_url, "--schema", "metadata")
@@ -44,6 +45,14 @@ def test_river_cli_sees_target_6_as_one_behind_and_finishes_the_job(db_url: str,
     assert up.returncode == 0, up.stderr
     with psycopg.connect(db_url) as conn:
         assert read_catalog(conn, "metadata") == json.loads((REFERENCE / "river-schema-v7.catalog.json").read_text())
+
+
+def test_river_cli_0_47_refuses_our_latest_schema_at_8(db_url: str, river_cli: str) -> None:
+    """Why River 0.47 users pin `--target 7`: its CLI does not know 008 (River 0.48+ does)."""
+    migrate(db_url)
+    listing = run(river_cli, "migrate-list", "--database-url", db_url, "--schema", "metadata")
+    assert listing.returncode != 0
+    assert "migration 8 not found" in listing.stdout + listing.stderr, listing.stdout + listing.stderr
 
 
 def test_database_migrated_by_river_cli_is_accepted_by_us(db_url: str, river_cli: str) -> None:

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import yaml
+from civic_runner.migrate import LATEST, MAIN
 
 from tests.e2e.clusters import CHART, Cluster
 from tests.e2e.conftest import wait_until
@@ -41,7 +42,7 @@ def test_helm_install_upgrade_uninstall(
         )  # fmt: skip
 
     helm("install")
-    assert query(url, "SELECT max(version) FROM metadata.river_migration WHERE line = 'main'") == [(7,)]
+    assert query(url, "SELECT max(version) FROM metadata.river_migration WHERE line = 'main'") == [(LATEST[MAIN],)]
     assert query(url, "SELECT max(version) FROM metadata.river_migration WHERE line = 'civic_files'") == [(2,)]
     deploys = json.loads(cluster.kubectl("get", "deploy", "-n", namespace, "-o", "json"))["items"]
     operator = next(d for d in deploys if d["metadata"]["name"].endswith("operator"))
@@ -95,7 +96,7 @@ def test_helm_install_upgrade_uninstall(
     # Upgrade (hook runs again: migrations are idempotent, and bring the schema it created back to
     # the latest; the operator's pod is replaced), then uninstall.
     helm("upgrade", "--set", "operator.logLevel=DEBUG")
-    assert query(url, "SELECT max(version) FROM metadata.river_migration WHERE line = 'main'") == [(7,)]
+    assert query(url, "SELECT max(version) FROM metadata.river_migration WHERE line = 'main'") == [(LATEST[MAIN],)]
     cluster.helm("uninstall", release, "-n", namespace, "--wait", "--timeout", "120s")
     left = cluster.kubectl("get", "deploy,cwp", "-n", namespace, "-o", "name")
     assert "operator" not in left and "civicworkerpool" not in left, left

@@ -41,10 +41,49 @@ def test_other_schema_name_gives_same_catalog(db_url: str) -> None:
         assert read_catalog(conn, "Work Queue") == reference(7)
 
 
+def test_version_8_is_recorded_and_changes_no_object(db_url: str) -> None:
+    """River 0.48's 008 (job_id_autoincrement) is a no-op on PostgreSQL: the catalog at 8 is the catalog at
+    7, and only the row ('main', 8) tells them apart."""
+    assert migrate(db_url, civic=False) == [f"main/{v}" for v in range(1, 9)]
+    with psycopg.connect(db_url) as conn:
+        assert read_catalog(conn, "metadata") == reference(7)
+        rows = conn.execute("SELECT line, version FROM metadata.river_migration ORDER BY version").fetchall()
+    assert rows == [("main", v) for v in range(1, 9)]
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        assert [x.version for x in Migrator(conn, "metadata").down(MAIN, 7)] == [8]
+        assert read_catalog(conn, "metadata") == reference(7)
+        assert conn.execute("SELECT max(version) FROM metadata.river_migration").fetchone() == (7,)
+
+
+def test_someone_elses_schema_at_7_stays_at_7_unless_told(db_url: str) -> None:
+    """A database River 0.47's migrator made (7, no mark of ours): the default leaves it; --target 8 adds 008."""
+    migrate(db_url, target_main=7, civic=False)
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        conn.execute("COMMENT ON TABLE metadata.river_migration IS NULL")  # as if River had made it
+        m = Migrator(conn, "metadata")
+        assert m.up(civic=False) == []
+        assert m.decision is not None and "left at 7" in m.decision.reason
+        assert [x.version for x in m.up(target_main=8, civic=False)] == [8]
+        assert m.current(MAIN) == 8 and not m.ours()
+
+
+def test_database_at_8_from_rivers_migrator_is_accepted(db_url: str) -> None:
+    """River 0.48+ users have main 1..8: migrate leaves River's line alone and adds only our file tables."""
+    migrate(db_url, civic=False)
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        conn.execute("COMMENT ON TABLE metadata.river_migration IS NULL")
+        m = Migrator(conn, "metadata")
+        assert [f"{x.line}/{x.version}" for x in m.up()] == ["civic_files/1", "civic_files/2"]
+        assert m.decision is not None and "left at 8" in m.decision.reason
+        assert m.current(MAIN) == 8
+    with pytest.raises(ValueError, match=r"1\.\.8"):
+        migrate(db_url, target_main=9)
+
+
 def test_idempotent_and_incremental(db_url: str) -> None:
     assert migrate(db_url, target_main=6, civic=False) == [f"main/{v}" for v in range(1, 7)]
     assert migrate(db_url, target_main=6, civic=False) == []
-    assert migrate(db_url, civic=False) == ["main/7"]
+    assert migrate(db_url, civic=False) == ["main/7", "main/8"]
     assert migrate(db_url) == ["civic_files/1", "civic_files/2"]
     assert migrate(db_url) == []
 
@@ -56,9 +95,9 @@ def test_down_then_up_again(db_url: str) -> None:
         with pytest.raises(RuntimeError, match="civic_files line first"):
             m.down(MAIN, 3)
         assert [x.version for x in m.down(CIVIC, 0)] == [2, 1]
-        assert [x.version for x in m.down(MAIN, 0)] == [7, 6, 5, 4, 3, 2, 1]
+        assert [x.version for x in m.down(MAIN, 0)] == [8, 7, 6, 5, 4, 3, 2, 1]
         assert conn.execute("SELECT to_regclass('metadata.river_job')").fetchone() == (None,)
-    assert len(migrate(db_url)) == 9
+    assert len(migrate(db_url)) == 10
     with psycopg.connect(db_url) as conn:
         assert read_catalog(conn, "metadata") == reference(7)
 
@@ -88,7 +127,7 @@ def test_a_schema_we_created_follows_the_latest_and_keeps_our_mark(db_url: str) 
     with psycopg.connect(db_url, autocommit=True) as conn:
         m = Migrator(conn, "metadata")
         assert m.ours() and m.origin() == "civic-runner"
-        assert [x.version for x in m.up(civic=False)] == [6, 7]
+        assert [x.version for x in m.up(civic=False)] == [6, 7, 8]
         assert m.decision is not None and "created by civic-runner" in m.decision.reason
         assert m.ours()
 
@@ -125,7 +164,7 @@ def test_concurrent_migrators_are_serialised(db_url: str) -> None:
     for t in threads:
         t.join()
     assert not errors
-    assert sorted(len(r) for r in results) == [0, 0, 0, 9]
+    assert sorted(len(r) for r in results) == [0, 0, 0, 10]
 
 
 def test_river_only_leaves_civic_os_tables_alone(db_url: str) -> None:
@@ -134,7 +173,7 @@ def test_river_only_leaves_civic_os_tables_alone(db_url: str) -> None:
     with psycopg.connect(db_url, autocommit=True) as conn:
         conn.execute("CREATE TABLE metadata.files (id uuid PRIMARY KEY, civic_os_marker text)")
         conn.execute("CREATE TABLE metadata.file_upload_requests (id uuid PRIMARY KEY)")
-    assert migrate(db_url, civic=False) == ["main/7"]
+    assert migrate(db_url, civic=False) == ["main/7", "main/8"]  # a River schema we created
     # Even without --river-only, tables Civic OS owns are detected and left alone.
     assert migrate(db_url) == []
     with psycopg.connect(db_url) as conn:

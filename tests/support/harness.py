@@ -43,9 +43,10 @@ def http_ok(url: str) -> bool:
         return False
 
 
-def migrate(url: str, schema: str = "metadata", civic: bool = False) -> None:
+def migrate(url: str, schema: str = "metadata", civic: bool = False, target_main: int | None = None) -> None:
+    """River's line to `target_main` (default: the latest, as for a database civic-runner creates)."""
     with psycopg.connect(url, autocommit=True) as conn:
-        Migrator(conn, schema).up(civic=civic)
+        Migrator(conn, schema).up(target_main=target_main, civic=civic)
         conn.execute(
             "CREATE TABLE IF NOT EXISTS test_runs (job_id bigint, attempt int, pid int, at timestamptz DEFAULT now())"
         )

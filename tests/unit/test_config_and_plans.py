@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 import pytest
 from civic_runner.config import RunnerConfig, default_client_id, from_env, parse_queues
 from civic_runner.maintenance import plan_rescue
-from civic_runner.migrate import CIVIC, MAIN, load_line, plan_down, plan_up, render
+from civic_runner.migrate import CIVIC, LATEST, MAIN, load_line, plan_down, plan_up, render
 
 pytestmark = pytest.mark.unit
 
@@ -56,11 +56,21 @@ def test_default_client_id_like_river() -> None:
 
 def test_migration_files_and_plans() -> None:
     main = load_line(MAIN)
-    assert [m.version for m in main] == [1, 2, 3, 4, 5, 6, 7]
+    assert [m.version for m in main] == [1, 2, 3, 4, 5, 6, 7, 8]
+    assert main[-1].version == LATEST[MAIN] and main[-1].name == "job_id_autoincrement"
     assert all(m.up and m.down for m in main + load_line(CIVIC))
     assert [m.version for m in plan_up(4, 7, main)] == [5, 6, 7]
+    assert [m.version for m in plan_up(7, 8, main)] == [8]
     assert [m.version for m in plan_up(7, 6, main)] == []
-    assert [m.version for m in plan_down(7, 5, main)] == [7, 6]
+    assert [m.version for m in plan_down(8, 5, main)] == [8, 7, 6]
+
+
+def test_migration_8_is_a_no_op_on_postgres() -> None:
+    """River's 008 rebuilds river_job on SQLite only: on PostgreSQL both directions are `SELECT 1`."""
+    m = load_line(MAIN)[7]
+    for sql in (m.up, m.down):
+        statements = [line for line in sql.splitlines() if line.strip() and not line.lstrip().startswith("--")]
+        assert statements == ["SELECT 1;"]
 
 
 def test_render_quotes_schema_and_channel() -> None:

@@ -14,7 +14,7 @@ from psycopg import AsyncConnection
 
 from civic_runner.driver import quote_ident
 
-MIN_SCHEMA_VERSION = 6  # what Civic OS ships; River's latest is 7
+MIN_SCHEMA_VERSION = 6  # what Civic OS ships; River's latest is 8 (no newer version is refused)
 
 
 @dataclass(frozen=True)

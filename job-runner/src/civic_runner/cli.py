@@ -65,7 +65,8 @@ def build_parser(env_values: dict[str, Any] | None = None) -> argparse.ArgumentP
         "--target",
         type=int,
         default=None,
-        help=f"River schema version to migrate to (latest {LATEST[MAIN]}; Civic OS runs 6). Default: the latest "
+        help=f"River schema version to migrate to (latest {LATEST[MAIN]}; Civic OS runs 6, River 0.47's CLI knows "
+        "up to 7). Default: the latest "
         "for a schema civic-runner creates or created, and no change to a River schema someone else created",
     )
     mig.add_argument(

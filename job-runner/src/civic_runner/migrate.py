@@ -1,4 +1,4 @@
-"""Migrations: River's `main` line (versions 1..7, object for object as River's own) and our
+"""Migrations: River's `main` line (versions 1..8, object for object as River's own) and our
 `civic_files` line (Civic OS's file tables and enqueue triggers).
 
 Each step runs in its own transaction together with its river_migration row; a session advisory
@@ -30,7 +30,8 @@ log = logging.getLogger("civic_runner.migrate")
 MAIN = "main"
 CIVIC = "civic_files"
 LINE_DIRS = {MAIN: "river", CIVIC: "civic"}
-LATEST = {MAIN: 7, CIVIC: 2}
+# River 0.48..0.51.2 end at 8 (job_id_autoincrement, a no-op on PostgreSQL); River 0.40..0.47 at 7.
+LATEST = {MAIN: 8, CIVIC: 2}
 _FILE_RE = re.compile(r"^(\d{3})_(\w+)\.(up|down)\.sql$")
 
 
