@@ -18,6 +18,11 @@ import os
 import shutil
 import subprocess
 import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -60,6 +65,58 @@ def build_test_image() -> None:
             raise RuntimeError(f"building {TEST_IMAGE} failed (is civic-runner:dev built?):\n{r.stderr[-2000:]}")
 
 
+@dataclass(frozen=True)
+class ContainerEvent:
+    """One event of the nodes' containerd (`ctr events`): its own clock, nanoseconds."""
+
+    at: float  # Unix time
+    topic: str  # /containers/create, /tasks/start, ...
+    payload: dict[str, Any]
+
+    @property
+    def container_id(self) -> str:
+        return str(self.payload.get("container_id") or self.payload.get("id") or "")
+
+
+def parse_ctr_event(line: str) -> ContainerEvent | None:
+    """`2026-12-01 21:00:00.123456789 +0000 UTC k8s.io /tasks/start {"container_id":"...","pid":1}`"""
+    parts = line.split(" ", 6)
+    if len(parts) < 6 or not parts[5].startswith("/"):
+        return None
+    day, clock, offset = parts[0], parts[1], parts[2]
+    whole, _, frac = clock.partition(".")
+    at = datetime.strptime(f"{day} {whole} {offset}", "%Y-%m-%d %H:%M:%S %z").timestamp() + float(f"0.{frac or 0}")
+    try:
+        payload = json.loads(parts[6]) if len(parts) > 6 else {}
+    except json.JSONDecodeError:
+        payload = {}
+    return ContainerEvent(at, parts[5], payload if isinstance(payload, dict) else {})
+
+
+@contextlib.contextmanager
+def _recording(command: list[str]) -> Iterator[list[ContainerEvent]]:
+    events: list[ContainerEvent] = []
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+
+    def read() -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            event = parse_ctr_event(line.strip())
+            if event:
+                events.append(event)
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    time.sleep(0.2)  # subscribed before the caller acts
+    try:
+        yield events
+    finally:
+        time.sleep(0.2)
+        proc.terminate()
+        proc.wait(10)
+        reader.join(5)
+
+
 class Cluster(Protocol):
     name: str
     fake_pods: bool  # pods not placed on a real node run no containers: processes stand in for them
@@ -69,6 +126,7 @@ class Cluster(Protocol):
     def teardown(self) -> None: ...
     def real_pod_placement(self) -> dict[str, Any]: ...
     def kill_container(self, container_id: str) -> None: ...
+    def container_events(self) -> contextlib.AbstractContextManager[list[ContainerEvent]]: ...
     def kubectl(self, *args: str, input: str | None = None, check: bool = True) -> str: ...  # noqa: A002
     @property
     def kubeconfig(self) -> Path: ...
@@ -190,14 +248,22 @@ class LocalCluster(_Common):
         if r.returncode != 0:
             raise RuntimeError(f"real-node.sh {' '.join(args)} failed:\n{r.stderr[-3000:]}")
 
-    def kill_container(self, container_id: str) -> None:
-        """SIGKILL from outside, through the node's containerd (kill -9 inside the container cannot
-        touch its PID 1)."""
+    def ctr(self) -> list[str]:
+        """ctr on the real node's containerd (its own socket), in Kubernetes' namespace."""
         sock = Path(
             os.environ.get("CIVIC_CACHE", Path.home() / ".cache" / "civic-workers"), "realnode/run/containerd.sock"
         )
+        return ["ctr", "-a", str(sock), "-n", "k8s.io"]
+
+    def kill_container(self, container_id: str) -> None:
+        """SIGKILL from outside, through the node's containerd (kill -9 inside the container cannot
+        touch its PID 1)."""
         cid = container_id.removeprefix("containerd://")
-        subprocess.run(["ctr", "-a", str(sock), "-n", "k8s.io", "tasks", "kill", "-s", "SIGKILL", cid], check=True)
+        subprocess.run([*self.ctr(), "tasks", "kill", "-s", "SIGKILL", cid], check=True)
+
+    def container_events(self) -> contextlib.AbstractContextManager[list[ContainerEvent]]:
+        """The real node's containerd events while the block runs (sandbox and container starts)."""
+        return _recording([*self.ctr(), "events"])
 
     def real_pod_placement(self) -> dict[str, Any]:
         # The real node is tainted so that kwok's fake nodes keep every pod that does not ask for it.
@@ -295,6 +361,10 @@ class KindCluster(_Common):
         subprocess.run(
             ["docker", "exec", node, "ctr", "-n", "k8s.io", "tasks", "kill", "-s", "SIGKILL", cid], check=True
         )
+
+    def container_events(self) -> contextlib.AbstractContextManager[list[ContainerEvent]]:
+        node = f"{self.kind.name}-control-plane"
+        return _recording(["docker", "exec", node, "ctr", "-n", "k8s.io", "events"])
 
     def restart_apiserver(self) -> None:
         subprocess.run(["docker", "restart", f"{self.kind.name}-control-plane"], check=True)
