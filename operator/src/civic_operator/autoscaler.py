@@ -1,4 +1,5 @@
-"""The per-pool autoscaler loop (a kopf daemon): measure, decide, apply, report.
+"""The per-pool autoscaler loop (an asyncio task per pool, started by handlers.py; not a kopf daemon, so
+pools carry no finalizer): measure, decide, apply, report.
 
 Evaluates every `autoscaling.pollSeconds` and at once when the pool's database announces an insert
 on one of its queues. Deciding is scaling.decide (pure); applying is patching spec.replicas and
@@ -200,6 +201,7 @@ class PoolAutoscaler:
             patch["oldestAvailableSeconds"] = (
                 round(stats.oldest_available_seconds, 3) if stats.oldest_available_seconds is not None else None
             )
+            metrics.OLDEST_AVAILABLE.labels(*labels).set(stats.oldest_available_seconds or 0.0)
             patch["completedPerSecond"] = round(stats.completed_per_second or 0.0, 3)
         patch.update(
             replicas=running["replicas"],

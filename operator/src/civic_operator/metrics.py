@@ -15,6 +15,12 @@ DECISIONS = Counter(
 DESIRED = Gauge("civic_operator_desired_replicas", "spec.replicas", ["namespace", "pool"], registry=REGISTRY)
 READY = Gauge("civic_operator_ready_replicas", "Ready runner pods", ["namespace", "pool"], registry=REGISTRY)
 DEPTH = Gauge("civic_operator_queue_depth", "Depth counted for scaling", ["namespace", "pool"], registry=REGISTRY)
+OLDEST_AVAILABLE = Gauge(
+    "civic_operator_oldest_available_seconds",
+    "Age of the oldest available job on the pool's queues (0: none available)",
+    ["namespace", "pool"],
+    registry=REGISTRY,
+)
 STATS_LATENCY = Histogram(
     "civic_operator_stats_query_seconds",
     "Queue stats query time",

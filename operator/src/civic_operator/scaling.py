@@ -1,6 +1,6 @@
 """The scaling decision: a pure function of (queue stats, policy, recent history, current replicas, now).
 
-Semantics follow the HPA and KEDA (see README): `ceil(depth / targetPerReplica)` with a ±tolerance band,
+Semantics follow the HPA and KEDA (docs/architecture.md): `ceil(depth / targetPerReplica)` with a ±tolerance band,
 scale-up and scale-down rate limits per period, a scale-down stabilization window (the highest
 recommendation inside it wins), min/max, and KEDA's activation threshold with a cooldown before
 scaling to zero. On a stats error the current replica count is kept: an unreachable database never
