@@ -89,11 +89,15 @@ demo: deps venv
 	scripts/k8s/build-binaries.sh >/dev/null
 	$(BIN)/python scripts/demo.py
 
+# README's small example: the no-op `benchmark` kind (bench/kinds.py) on queue `default`, where
+# `civic-runner enqueue` puts jobs unless told otherwise (tests/docs/test_readme_example.py runs it).
+# The file pipeline instead: CIVIC_KINDS_MODULES=civic_runner.pipeline CIVIC_QUEUES=s3_signer=20,thumbnails=3.
 run: deps venv
 	$(BIN)/python scripts/localdb.py start
 	DATABASE_URL=$$($(BIN)/python scripts/localdb.py url) $(BIN)/civic-runner migrate
 	DATABASE_URL=$$($(BIN)/python scripts/localdb.py url) PYTHONPATH=$(CURDIR) \
-	  CIVIC_KINDS_MODULES=$${CIVIC_KINDS_MODULES:-bench.kinds} $(BIN)/civic-runner run
+	  CIVIC_KINDS_MODULES=$${CIVIC_KINDS_MODULES:-bench.kinds} CIVIC_QUEUES=$${CIVIC_QUEUES:-default=10} \
+	  $(BIN)/civic-runner run
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
