@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 from civic_runner.access import Facts, diagnose, river_needs
-from civic_runner.watcher import HOLE_TTL, MAX_HOLES, Watermark, advance
+from civic_runner.watcher import BUSY_FACTOR, HOLE_TTL, MAX_HOLES, Watermark, advance, next_wait
 
 pytestmark = pytest.mark.unit
 
@@ -58,6 +58,14 @@ def test_nothing_new_changes_nothing() -> None:
     m = Watermark(5, {3: 0.0})
     assert advance(m, [], now=0.1) == set()
     assert m.seen == 5 and m.holes == {3: 0.0}
+
+
+@pytest.mark.parametrize(
+    ("page_full", "busy", "wait"),
+    [(False, False, 0.002), (True, False, 0.0), (True, True, 0.0), (False, True, 0.002 * BUSY_FACTOR)],
+)
+def test_next_wait(page_full: bool, busy: bool, wait: float) -> None:
+    assert next_wait(0.002, page_full, busy) == pytest.approx(wait)
 
 
 def facts(**kw: object) -> Facts:

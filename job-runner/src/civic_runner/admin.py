@@ -84,12 +84,19 @@ class Admin:
         return cur.fetchone()
 
     def retry(self, job_id: int) -> dict[str, Any] | None:
-        """River's JobRetry: any state but running becomes available now; one more attempt if exhausted."""
+        """River's JobRetry: any state but running becomes available now; one more attempt if exhausted.
+
+        As River v0.51's, it forgets an earlier cancel request (`cancel_attempted_at`): kept, the completion's
+        cancel override would end the retried job `cancelled` at its next error instead of retrying it.
+        """
         cur = self.conn.cursor(row_factory=dict_row)
         cur.execute(
             f"""UPDATE {self.s}.river_job SET
                   state = 'available', finalized_at = NULL, scheduled_at = now(),
-                  max_attempts = CASE WHEN attempt = max_attempts THEN max_attempts + 1 ELSE max_attempts END
+                  max_attempts = CASE WHEN attempt = max_attempts THEN max_attempts + 1 ELSE max_attempts END,
+                  -- `-` on a JSON scalar is an error, on an array it removes an element: objects only.
+                  metadata = CASE WHEN jsonb_typeof(metadata) = 'object' THEN metadata - 'cancel_attempted_at'
+                                  ELSE metadata END
                 WHERE id = %s AND state <> 'running'
                 RETURNING {JOB_COLUMNS}""",
             (job_id,),

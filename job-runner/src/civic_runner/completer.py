@@ -25,6 +25,22 @@ MAX_BATCH = 5000
 BACKPRESSURE_AT = 10_000  # producers stop claiming while this many outcomes wait
 
 
+def skip_note(state: str) -> tuple[int, str]:
+    """How to report an outcome that was not written, by the row's state then: (log level, message).
+
+    As River (0.48), rows found `pending` or `running` are skipped, not failures: someone moved the job to
+    pending while it ran, or our run was rescued and another attempt is running now. Anything else (the
+    job finalized by someone else, or deleted) is unexpected and worth a warning.
+    """
+    if state == "running":
+        return logging.INFO, "outcome not written: the job is running another attempt (ours was rescued)"
+    if state == "pending":
+        return logging.INFO, "outcome not written: the job was moved to pending while it ran"
+    if state == "missing":
+        return logging.WARNING, "outcome not written: the job no longer exists"
+    return logging.WARNING, "job was no longer running when its outcome was written; left as is"
+
+
 @dataclass(frozen=True)
 class Pending:
     completion: Completion
@@ -82,14 +98,12 @@ class BatchCompleter:
             metrics.COMPLETER_BATCH.observe(len(batch))
             metrics.COMPLETER_BACKLOG.set(len(self._pending))
             for p in batch:
-                state, was_running = result.get(p.completion.job_id, ("missing", False))
-                if not was_running:
-                    log.warning(
-                        "job was no longer running when its outcome was written; left as is",
-                        extra={"job_id": p.completion.job_id, "state": state},
-                    )
+                state, written = result.get(p.completion.job_id, ("missing", False))
+                if not written:
+                    level, note = skip_note(state)
+                    log.log(level, note, extra={"job_id": p.completion.job_id, "state": state})
                 if p.on_written is not None:
-                    p.on_written(state, was_running)
+                    p.on_written(state, written)
 
     async def drain(self, timeout: float) -> bool:
         """Stop once everything submitted is written; False if that took longer than timeout."""

@@ -26,6 +26,19 @@ def quote_ident(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
+def py_time(column: str) -> str:
+    """A timestamptz column as SQL that Python's datetime can always hold (years 1..9999).
+
+    PostgreSQL also stores -infinity, infinity and years up to 294276 or before Christ; psycopg fails the
+    whole fetch on one such value. Rows written by others may hold them; the runner uses these times only
+    for ordering and metrics, so they are clamped a day inside Python's range instead.
+    """
+    return (
+        f"CASE WHEN {column} IS NULL THEN NULL ELSE least(greatest({column}, '0001-01-02 00:00:00+00'::timestamptz), "
+        f"'9999-12-30 00:00:00+00'::timestamptz) END"
+    )
+
+
 def channel(schema: str, topic: str) -> str:
     """River's NOTIFY channels are always schema-prefixed: `<schema>.<topic>`."""
     return f"{schema}.{topic}"
@@ -42,7 +55,12 @@ class Driver:
     # -- claim and complete -------------------------------------------------------------------
 
     async def claim(self, conn: AsyncConnection[Any], queue: str, limit: int, client_id: str) -> list[Job]:
-        """River's JobGetAvailable: lock, mark running, attempt+1, append the client id."""
+        """River's JobGetAvailable: lock, mark running, attempt+1, append the client id.
+
+        The claim is committed when its rows come back, so nothing in them may fail to load: one bad value
+        would leave the whole batch `running` until the rescuer. Times are clamped (py_time); args and
+        metadata come as text and are decoded per job (job.decode_problem).
+        """
         q = f"""
         WITH locked_jobs AS (
           SELECT id FROM {self.s}.river_job
@@ -62,7 +80,8 @@ class Driver:
             %(client_id)s::text)
         FROM locked_jobs WHERE j.id = locked_jobs.id
         RETURNING j.id, j.kind, j.queue, j.args::text, j.attempt, j.max_attempts, j.priority, j.metadata::text,
-                  coalesce(array_length(j.errors, 1), 0), j.attempted_at, j.scheduled_at, j.created_at, j.tags
+                  coalesce(array_length(j.errors, 1), 0), j.attempted_at, {py_time("j.scheduled_at")},
+                  {py_time("j.created_at")}, j.tags
         """
         params = {"queue": queue, "limit": limit, "client_id": client_id, "max_by": MAX_ATTEMPTED_BY}
         cur = await conn.execute(q, params)
@@ -93,13 +112,16 @@ class Driver:
     ) -> dict[int, tuple[str, bool]]:
         """River's JobSetStateIfRunningMany: one statement for a batch of outcomes.
 
-        A row changes only while it is `running` (a requested metadata merge always applies).
+        A row changes only while it is `running` the outcome's attempt (`run_attempt`): a row in
+        another state, or running another attempt because ours was rescued and the job claimed again,
+        is skipped (River 0.48 skips rows it gets back in `pending`/`running`). A requested metadata
+        merge applies to a row that is not running, as River's; never to another attempt's run.
         A retry or snooze of a job whose cancellation was requested ends `cancelled` instead.
-        Returns {id: (state after, was running)}.
+        Returns {id: (state after, written)}.
         """
         if not items:
             return {}
-        plain = [c.job_id for c in items if c.state is JobState.COMPLETED and c.metadata_updates is None]
+        plain = [c for c in items if c.state is JobState.COMPLETED and c.metadata_updates is None]
         result = await self._complete_plain(conn, plain) if plain else {}
         if len(plain) == len(items):
             return result
@@ -107,14 +129,18 @@ class Driver:
         result.update(await self._complete_general(conn, rest))
         return result
 
-    async def _complete_plain(self, conn: AsyncConnection[Any], ids: list[int]) -> dict[int, tuple[str, bool]]:
+    async def _complete_plain(
+        self, conn: AsyncConnection[Any], items: Sequence[Completion]
+    ) -> dict[int, tuple[str, bool]]:
         """The common case, cheaper to send and to run: completed, nothing to merge or record."""
         q = f"""
-        WITH locked AS (
-          SELECT j.id, (j.state = 'running') AS was_running
-          FROM {self.s}.river_job j WHERE j.id = ANY(%s::bigint[])
+        WITH input AS (
+          SELECT * FROM unnest(%s::bigint[], %s::smallint[]) AS t(id, run_attempt)
+        ), locked AS (
+          SELECT j.id, (j.state = 'running' AND (t.run_attempt IS NULL OR j.attempt = t.run_attempt)) AS was_running
+          FROM input t JOIN {self.s}.river_job j ON j.id = t.id
           ORDER BY j.id
-          FOR UPDATE
+          FOR UPDATE OF j
         )
         UPDATE {self.s}.river_job j SET
           state = CASE WHEN l.was_running THEN 'completed' ELSE j.state END,
@@ -122,7 +148,7 @@ class Driver:
         FROM locked l WHERE j.id = l.id
         RETURNING j.id, j.state::text, l.was_running
         """
-        cur = await conn.execute(q, (ids,))
+        cur = await conn.execute(q, ([c.job_id for c in items], [c.run_attempt for c in items]))
         return {r[0]: (r[1], r[2]) for r in await cur.fetchall()}
 
     async def _complete_general(
@@ -130,11 +156,13 @@ class Driver:
     ) -> dict[int, tuple[str, bool]]:
         q = f"""
         WITH input AS (
-          SELECT * FROM unnest(%s::bigint[], %s::text[], %s::boolean[], %s::timestamptz[],
+          SELECT * FROM unnest(%s::bigint[], %s::smallint[], %s::text[], %s::boolean[], %s::timestamptz[],
                                %s::smallint[], %s::jsonb[], %s::jsonb[])
-            AS t(id, state, finalize, scheduled_at, attempt, error, metadata_updates)
+            AS t(id, run_attempt, state, finalize, scheduled_at, attempt, error, metadata_updates)
         ), locked AS (
-          SELECT j.id, (j.state = 'running') AS was_running,
+          SELECT j.id,
+                 (j.state = 'running' AND (t.run_attempt IS NULL OR j.attempt = t.run_attempt)) AS was_running,
+                 (j.state = 'running' AND t.run_attempt IS NOT NULL AND j.attempt <> t.run_attempt) AS other_run,
                  (t.state IN ('available', 'retryable', 'scheduled')
                   AND jsonb_typeof(j.metadata) = 'object'
                   AND j.metadata ? 'cancel_attempted_at') AS cancel_override
@@ -154,7 +182,7 @@ class Driver:
                          THEN t.attempt ELSE j.attempt END,
           errors = CASE WHEN l.was_running AND t.error IS NOT NULL THEN array_append(j.errors, t.error)
                         ELSE j.errors END,
-          metadata = CASE WHEN t.metadata_updates IS NOT NULL THEN j.metadata || t.metadata_updates
+          metadata = CASE WHEN t.metadata_updates IS NOT NULL AND NOT l.other_run THEN j.metadata || t.metadata_updates
                           ELSE j.metadata END
         FROM input t JOIN locked l ON l.id = t.id
         WHERE j.id = t.id
@@ -162,6 +190,7 @@ class Driver:
         """
         params = (
             [c.job_id for c in items],
+            [c.run_attempt for c in items],
             [c.state.value for c in items],
             [c.finalize for c in items],
             [c.scheduled_at for c in items],
@@ -267,22 +296,41 @@ class Driver:
         cur = await conn.execute(q, {"horizon": horizon, "limit": limit})
         return [(r[0], r[1]) for r in await cur.fetchall()]
 
-    async def stuck_jobs(self, conn: AsyncConnection[Any], older_than: float, limit: int) -> list[dict[str, Any]]:
+    async def stuck_horizon(self, conn: AsyncConnection[Any], older_than: float) -> datetime:
+        """The database's now minus `older_than`: running jobs attempted before it count as stuck (one
+        clock, the server's, for both the rescuer's read and its update)."""
+        cur = await conn.execute("SELECT now() - make_interval(secs => %s)", (older_than,))
+        row = await cur.fetchone()
+        assert row is not None
+        return row[0]  # type: ignore[no-any-return]
+
+    async def stuck_jobs(self, conn: AsyncConnection[Any], horizon: datetime, limit: int) -> list[dict[str, Any]]:
+        """Running jobs attempted before `horizon`. The metadata itself is not read: the rescuer needs only
+        whether a cancel was requested, and a row whose metadata Python cannot decode must not stop it."""
         cur = conn.cursor(row_factory=dict_row)
         await cur.execute(
-            f"""SELECT id, kind, attempt, max_attempts, metadata, coalesce(array_length(errors, 1), 0) AS n_errors,
-                       attempted_at
+            f"""SELECT id, kind, attempt, max_attempts, coalesce(array_length(errors, 1), 0) AS n_errors,
+                       {py_time("attempted_at")} AS attempted_at,
+                       (jsonb_typeof(metadata) = 'object' AND metadata ? 'cancel_attempted_at') AS cancel_requested
                 FROM {self.s}.river_job
-                WHERE state = 'running' AND attempted_at < now() - make_interval(secs => %s)
+                WHERE state = 'running' AND attempted_at < %s
                 ORDER BY id LIMIT %s""",
-            (older_than, limit),
+            (horizon, limit),
         )
         return await cur.fetchall()
 
     async def rescue_many(
-        self, conn: AsyncConnection[Any], rescues: Sequence[tuple[int, str, datetime | None, dict[str, Any]]]
+        self,
+        conn: AsyncConnection[Any],
+        rescues: Sequence[tuple[int, str, datetime | None, dict[str, Any]]],
+        horizon: datetime,
     ) -> int:
-        """Apply rescuer decisions: (id, new state, scheduled_at or None, error entry)."""
+        """Apply rescuer decisions: (id, new state, scheduled_at or None, error entry).
+
+        As River's JobRescueMany (0.48), a row changes only if it is still running *and* was attempted
+        before the horizon: a job that finished, was retried and claimed again between the read and this
+        update is running a new attempt and must be left alone.
+        """
         if not rescues:
             return 0
         q = f"""
@@ -297,10 +345,13 @@ class Driver:
           errors = array_append(j.errors, t.error),
           metadata = CASE WHEN jsonb_typeof(j.metadata) = 'object' THEN j.metadata ELSE '{{}}'::jsonb END
                      || jsonb_build_object('river:rescue_count',
+                          -- a count someone else wrote as text, a fraction or a huge number must not fail
+                          -- the whole batch's cast: it restarts at 1.
                           coalesce((CASE WHEN jsonb_typeof(j.metadata) = 'object'
+                                          AND j.metadata->>'river:rescue_count' ~ '^[0-9]{1, 9}$'
                                          THEN j.metadata->>'river:rescue_count' END)::int, 0) + 1)
         FROM input t
-        WHERE j.id = t.id AND j.state = 'running'
+        WHERE j.id = t.id AND j.state = 'running' AND j.attempted_at < %s
         """
         cur = await conn.execute(
             q,
@@ -309,6 +360,7 @@ class Driver:
                 [r[1] for r in rescues],
                 [r[2] for r in rescues],
                 [Jsonb(r[3]) for r in rescues],
+                horizon,
             ),
         )
         return cur.rowcount

@@ -5,10 +5,11 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import logging
+import os
 import traceback
 
 from civic_runner.errors import JobCancel, JobSnooze, PermanentError
-from civic_runner.job import Job, JobContext
+from civic_runner.job import Job, JobContext, decode_problem
 from civic_runner.outcome import Ending, Outcome
 from civic_runner.registry import Worker
 
@@ -19,23 +20,46 @@ STOP_REMOTE_CANCEL = "job cancelled remotely"
 STOP_SHUTDOWN = "runner shutting down"
 STOP_TIMEOUT = "timeout"
 
-_TRACE_LIMIT = 4000
+_TRACE_LIMIT = 4000  # characters of a trace kept (its end: the innermost frames and the message)
+# Frames that only carry a job to its worker (this module, asyncio, the thread pool): left out of traces.
+_CARRIER_DIRS = tuple(
+    os.path.dirname(m.__file__ or "") + os.sep for m in (asyncio, concurrent.futures, concurrent.futures.thread)
+)
+_CARRIER_FILES = (os.path.abspath(__file__),)
 
 
 def unknown_kind_message(kind: str) -> str:
     return f"job kind is not registered in the client's Workers bundle: {kind}"
 
 
+def _is_carrier(filename: str) -> bool:
+    path = os.path.abspath(filename)
+    return path in _CARRIER_FILES or path.startswith(_CARRIER_DIRS)
+
+
+def worker_traceback(exc: BaseException, limit: int = _TRACE_LIMIT) -> str:
+    """The exception's traceback from the worker's own frame on (the runner's, asyncio's and the thread
+    pool's leading frames say nothing about the job), at most `limit` characters, keeping the end."""
+    tb = exc.__traceback__
+    while tb is not None and _is_carrier(tb.tb_frame.f_code.co_filename):
+        tb = tb.tb_next
+    return "".join(traceback.format_exception(type(exc), exc, tb))[-limit:]
+
+
 def outcome_for_exception(exc: BaseException) -> Outcome:
+    """What `trace` holds (River writes "" for returned errors and a Go stack for panics): Python has no
+    such split (every failure is a raise), and an unexpected exception is what a panic is in Go, so an
+    ordinary exception records the worker's traceback (worker_traceback). The worker's own signals
+    (JobSnooze, JobCancel, PermanentError) and the runner's endings (unknown kind, undecodable row,
+    timeout, remote cancel, rescue) are decisions, not crashes: their trace is ""."""
     if isinstance(exc, JobSnooze):
         return Outcome(Ending.SNOOZE, snooze_seconds=exc.seconds)
     if isinstance(exc, JobCancel):
         return Outcome(Ending.CANCEL, message=str(exc) or "cancelled by worker")
     if isinstance(exc, PermanentError):
         return Outcome(Ending.DISCARD, message=str(exc) or type(exc).__name__)
-    trace = "".join(traceback.format_exception(exc))[-_TRACE_LIMIT:]
     message = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-    return Outcome(Ending.ERROR, message=message, trace=trace)
+    return Outcome(Ending.ERROR, message=message, trace=worker_traceback(exc))
 
 
 def outcome_for_stop(ctx: JobContext) -> Outcome | None:
@@ -66,6 +90,9 @@ async def execute(
     result is no longer waited for."""
     if worker is None:
         return Outcome(Ending.ERROR, message=unknown_kind_message(job.kind))
+    problem = decode_problem(job)
+    if problem is not None:
+        return Outcome(Ending.ERROR, message=problem)
     try:
         if worker.is_async:
             result = await worker.fn(job, ctx)

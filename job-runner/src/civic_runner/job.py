@@ -31,8 +31,8 @@ FINALIZED_STATES = frozenset({JobState.CANCELLED, JobState.COMPLETED, JobState.D
 class Job:
     """A claimed row of river_job (state running).
 
-    args and metadata arrive as JSON text and are decoded on first use: a runner claiming
-    thousands of jobs a second should not parse what a worker never reads.
+    args and metadata arrive as JSON text, are decoded once (`decode_problem`, before the worker
+    runs) and kept.
     """
 
     id: int
@@ -67,6 +67,23 @@ class Job:
     @property
     def metadata_dict(self) -> dict[str, Any]:
         return self.metadata if isinstance(self.metadata, dict) else {}
+
+
+def decode_problem(job: Job) -> str | None:
+    """Decode args and metadata now; what makes one undecodable, or None.
+
+    PostgreSQL's jsonb holds what Python's json module refuses: nesting deeper than its recursion limit,
+    integers longer than its 4300-digit conversion limit. As River (0.48) fails the attempt of a job whose
+    args or metadata it cannot decode, the runner does so before the worker runs, instead of letting a
+    worker that never reads them succeed, or a later use (the snooze count) fail outside the worker and
+    leave the job `running` until the rescuer.
+    """
+    for what in ("args", "metadata"):
+        try:
+            getattr(job, what)  # cached_property: decoded once, kept for the worker
+        except (ValueError, RecursionError) as exc:  # JSONDecodeError is a ValueError
+            return f"cannot decode the job's {what}: {type(exc).__name__}: {exc}"
+    return None
 
 
 class JobContext:

@@ -34,9 +34,11 @@ QUEUE_RETENTION = 24 * 3600.0
 def plan_rescue(
     row: dict[str, Any], known_kinds: Collection[str], now: datetime, rand: random.Random | None = None
 ) -> tuple[str, datetime | None]:
-    """River's JobRescuer decision for one stuck running job: (new state, scheduled_at)."""
-    meta = row["metadata"] if isinstance(row["metadata"], dict) else {}
-    if "cancel_attempted_at" in meta:
+    """River's JobRescuer decision for one stuck running job: (new state, scheduled_at).
+
+    `cancel_requested`: its metadata is an object holding `cancel_attempted_at` (decided in SQL).
+    """
+    if row["cancel_requested"]:
         return "cancelled", None
     if row["kind"] not in known_kinds:
         return "discarded", None
@@ -96,14 +98,15 @@ class Maintainer:
     async def rescue_once(self) -> int:
         now = datetime.now(UTC)
         async with self._pool.connection() as conn:
-            rows = await self._driver.stuck_jobs(conn, self._cfg.rescue_after, RESCUE_BATCH)
+            horizon = await self._driver.stuck_horizon(conn, self._cfg.rescue_after)
+            rows = await self._driver.stuck_jobs(conn, horizon, RESCUE_BATCH)
             plans = []
             for row in rows:
                 state, at = plan_rescue(row, self._kinds, now)
                 entry = error_entry_at(row["attempted_at"] or now, row["attempt"], RESCUE_ERROR)
                 plans.append((row["id"], state, at, entry))
                 metrics.MAINTENANCE.labels("rescuer", state).inc()
-            return await self._driver.rescue_many(conn, plans)
+            return await self._driver.rescue_many(conn, plans, horizon)
 
     async def clean_once(self) -> int:
         c = self._cfg

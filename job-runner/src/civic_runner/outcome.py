@@ -43,6 +43,9 @@ class Completion:
 
     job_id: int
     state: JobState
+    # The attempt this outcome belongs to: a row running another attempt (ours was rescued and the job
+    # claimed again) is left alone. None: written whatever the row's attempt (River's own rule).
+    run_attempt: int | None = None
     finalize: bool = False
     scheduled_at: datetime | None = None
     attempt: int | None = None
@@ -80,13 +83,13 @@ def plan_completion(
     ending = outcome.ending
     if ending is Ending.COMPLETED:
         updates = {"output": outcome.output} if outcome.output is not None else None
-        return Completion(job.id, JobState.COMPLETED, finalize=True, metadata_updates=updates)
+        return Completion(job.id, JobState.COMPLETED, run_attempt=job.attempt, finalize=True, metadata_updates=updates)
     if ending is Ending.CANCEL:
         entry = error_entry(job, started_at, f"JobCancelError: {outcome.message}", outcome.trace)
-        return Completion(job.id, JobState.CANCELLED, finalize=True, error=entry)
+        return Completion(job.id, JobState.CANCELLED, run_attempt=job.attempt, finalize=True, error=entry)
     if ending is Ending.DISCARD:
         entry = error_entry(job, started_at, outcome.message, outcome.trace)
-        return Completion(job.id, JobState.DISCARDED, finalize=True, error=entry)
+        return Completion(job.id, JobState.DISCARDED, run_attempt=job.attempt, finalize=True, error=entry)
     if ending is Ending.SNOOZE:
         at = now + timedelta(seconds=outcome.snooze_seconds)
         state = JobState.AVAILABLE if outcome.snooze_seconds <= scheduler_interval else JobState.SCHEDULED
@@ -94,16 +97,17 @@ def plan_completion(
         return Completion(
             job.id,
             state,
+            run_attempt=job.attempt,
             scheduled_at=at,
             attempt=max(job.attempt - 1, 0),
             metadata_updates={"snoozes": snoozes},
         )
     if ending is Ending.INTERRUPT:
-        return Completion(job.id, JobState.AVAILABLE, scheduled_at=now, attempt=max(job.attempt - 1, 0))
+        return Completion(job.id, JobState.AVAILABLE, run_attempt=job.attempt, scheduled_at=now, attempt=max(job.attempt - 1, 0))
     # An ordinary error.
     entry = error_entry(job, started_at, outcome.message, outcome.trace)
     if job.attempt >= job.max_attempts:
-        return Completion(job.id, JobState.DISCARDED, finalize=True, error=entry)
+        return Completion(job.id, JobState.DISCARDED, run_attempt=job.attempt, finalize=True, error=entry)
     at = next_retry_at(now, job.error_count, rand)
     state = JobState.AVAILABLE if (at - now).total_seconds() <= scheduler_interval else JobState.RETRYABLE
-    return Completion(job.id, state, scheduled_at=at, error=entry)
+    return Completion(job.id, state, run_attempt=job.attempt, scheduled_at=at, error=entry)

@@ -94,6 +94,11 @@ class Producer:
     def wake(self) -> None:
         self._wake.set()
 
+    @property
+    def saturated(self) -> bool:
+        """The last claim filled every free slot: there is more work than workers."""
+        return self._refetch_on_free
+
     def stop(self) -> None:
         """Stop claiming; running jobs go on."""
         self._stopping = True

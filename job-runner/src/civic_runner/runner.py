@@ -157,7 +157,12 @@ class Runner:
         background: list[asyncio.Task[Any]] = []
         if listen:
             if cfg.insert_watch_interval > 0:
-                self.watcher = InsertWatcher(cfg.schema, cfg.insert_watch_interval, self._wake_queues)
+                self.watcher = InsertWatcher(
+                    cfg.schema,
+                    cfg.insert_watch_interval,
+                    self._wake_queues,
+                    busy=lambda: any(p.saturated for p in self.producers.values()),
+                )
             self.notifier = Notifier(
                 cfg.database_url,
                 cfg.schema,

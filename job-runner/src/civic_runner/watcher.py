@@ -32,6 +32,17 @@ HOLE_TTL = 2.0  # seconds a skipped id is looked for again
 MAX_HOLES = 1000
 LOCK_RETRY = 2.0  # seconds between attempts to become the watcher
 RESYNC_EVERY = 10.0  # seconds between checks that ids did not go backwards (a sequence reset)
+BUSY_FACTOR = 10  # tick this much slower while this process has more work than workers
+
+
+def next_wait(interval: float, page_full: bool, busy: bool) -> float:
+    """Seconds until the next tick: at once while walking a burst, slower while this process is
+    saturated (its producers refetch as slots free up, so wake-ups matter little, and the tick's
+    round trips would take event-loop time from the jobs: -20 % throughput measured at 2 ms), else
+    the interval."""
+    if page_full:
+        return 0.0
+    return interval * BUSY_FACTOR if busy else interval
 
 
 @dataclass
@@ -62,9 +73,16 @@ def advance(mark: Watermark, rows: list[tuple[int, str, str]], now: float) -> se
 class InsertWatcher:
     """Runs on the notifier's connection between waits for notifications (see Notifier.on_tick)."""
 
-    def __init__(self, schema: str, interval: float, on_announce: Callable[[set[str]], None] | None = None) -> None:
+    def __init__(
+        self,
+        schema: str,
+        interval: float,
+        on_announce: Callable[[set[str]], None] | None = None,
+        busy: Callable[[], bool] | None = None,
+    ) -> None:
         self.schema = schema
         self.interval = interval
+        self._busy = busy
         # This process's own producers are woken directly, without waiting for the NOTIFY to come back.
         self._on_announce = on_announce
         s = quote_ident(schema)
@@ -122,7 +140,7 @@ class InsertWatcher:
                 self._on_announce(queues)
             await conn.execute(self._notify_sql, (self._channel, sorted(queues)))
             self.announced += len(queues)
-        return 0.0 if len(rows) >= PAGE else self.interval
+        return next_wait(self.interval, len(rows) >= PAGE, bool(self._busy and self._busy()))
 
     async def _max_id(self, conn: AsyncConnection[Any]) -> int:
         cur = await conn.execute(self._max_sql)
