@@ -85,14 +85,12 @@ NOW = datetime(2026, 1, 1, tzinfo=UTC)
 @pytest.mark.parametrize(
     ("row", "state"),
     [
-        ({"kind": "k", "attempt": 1, "max_attempts": 3, "metadata": {}, "n_errors": 0}, "retryable"),
-        ({"kind": "k", "attempt": 3, "max_attempts": 3, "metadata": {}, "n_errors": 2}, "discarded"),
-        (
-            {"kind": "k", "attempt": 1, "max_attempts": 3, "metadata": {"cancel_attempted_at": "x"}, "n_errors": 0},
-            "cancelled",
-        ),
-        ({"kind": "unknown", "attempt": 1, "max_attempts": 3, "metadata": {}, "n_errors": 0}, "discarded"),
-        ({"kind": "k", "attempt": 1, "max_attempts": 3, "metadata": [1], "n_errors": 0}, "retryable"),
+        ({"kind": "k", "attempt": 1, "max_attempts": 3, "cancel_requested": False, "n_errors": 0}, "retryable"),
+        ({"kind": "k", "attempt": 3, "max_attempts": 3, "cancel_requested": False, "n_errors": 2}, "discarded"),
+        ({"kind": "k", "attempt": 1, "max_attempts": 3, "cancel_requested": True, "n_errors": 0}, "cancelled"),
+        ({"kind": "k", "attempt": 3, "max_attempts": 3, "cancel_requested": True, "n_errors": 2}, "cancelled"),
+        ({"kind": "unknown", "attempt": 1, "max_attempts": 3, "cancel_requested": False, "n_errors": 0}, "discarded"),
+        ({"kind": "unknown", "attempt": 1, "max_attempts": 3, "cancel_requested": True, "n_errors": 0}, "cancelled"),
     ],
 )
 def test_plan_rescue(row: dict, state: str) -> None:

@@ -22,9 +22,7 @@ STOP_TIMEOUT = "timeout"
 
 _TRACE_LIMIT = 4000  # characters of a trace kept (its end: the innermost frames and the message)
 # Frames that only carry a job to its worker (this module, asyncio, the thread pool): left out of traces.
-_CARRIER_DIRS = tuple(
-    os.path.dirname(m.__file__ or "") + os.sep for m in (asyncio, concurrent.futures, concurrent.futures.thread)
-)
+_CARRIER_DIRS = tuple(os.path.dirname(m.__file__ or "") + os.sep for m in (asyncio, concurrent.futures))
 _CARRIER_FILES = (os.path.abspath(__file__),)
 
 

@@ -103,7 +103,9 @@ def plan_completion(
             metadata_updates={"snoozes": snoozes},
         )
     if ending is Ending.INTERRUPT:
-        return Completion(job.id, JobState.AVAILABLE, run_attempt=job.attempt, scheduled_at=now, attempt=max(job.attempt - 1, 0))
+        return Completion(
+            job.id, JobState.AVAILABLE, run_attempt=job.attempt, scheduled_at=now, attempt=max(job.attempt - 1, 0)
+        )
     # An ordinary error.
     entry = error_entry(job, started_at, outcome.message, outcome.trace)
     if job.attempt >= job.max_attempts:
