@@ -74,6 +74,19 @@ def test_scale_down_waits_for_the_window_then_follows() -> None:
     assert d.replicas == 2
 
 
+def test_first_sight_scales_up_at_once_but_never_down_suddenly() -> None:
+    """After an operator (re)start the pool's replicas as found hold scale-down for the window, and do
+    not read as a low recommendation that would delay the first scale-up by a round."""
+    seeded = History(seeded=(1000.0, 2), last_active=1000.0)  # as the autoscaler seeds a pool it finds at 2
+    up = decide(stats(800), P, seeded, 2, 1000.0)  # a backlog found at start: up in this round
+    assert up.replicas == 6 and "scale-up limited to 6" in up.reason, up.reason  # 8 asked, 4 pods per 15 s
+    down = decide(stats(0), P, seeded, 2, 1000.0)  # an empty queue found at start: held at 2
+    assert down.replicas == 2 and "scale-down window" in down.reason
+    later = decide(stats(0), P, down.history, 2, 1000.0 + P.scale_down.stabilization_seconds + 1)
+    assert later.replicas == 0, later.reason
+    assert later.history.seeded is None  # aged out with the window
+
+
 def test_flapping_input_does_not_flap_replicas() -> None:
     h, current, seen = History(), 5, []
     for i, depth in enumerate([500, 100, 500, 90, 520, 80, 510, 100] * 3):

@@ -155,7 +155,7 @@ class PoolAutoscaler:
         decision: Decision | None = None
         if policy.enabled:
             if self.history is None:  # first sight (or operator restart): no sudden scale-down
-                self.history = History(recommendations=((now, current),), last_active=now if current else None)
+                self.history = History(seeded=(now, current), last_active=now if current else None)
             decision = decide(stats, policy, self.history, current, now, error)
             self.history = decision.history
             if decision.replicas != current:

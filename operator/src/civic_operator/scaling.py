@@ -29,6 +29,10 @@ class History:
     recommendations: tuple[tuple[float, int], ...] = ()  # (time, recommendation), oldest first
     scale_events: tuple[tuple[float, int, int], ...] = ()  # (time, from, to)
     last_active: float | None = None
+    # (time, replicas) as found at first sight (operator start): counts in the scale-down window, so a
+    # restart causes no sudden scale-down, but not in the scale-up window, where it would read as a
+    # low recommendation and delay the first scale-up by a round.
+    seeded: tuple[float, int] | None = None
 
 
 @dataclass(frozen=True)
@@ -79,6 +83,9 @@ def _prune(history: History, policy: Policy, now: float) -> History:
         history,
         recommendations=tuple(r for r in history.recommendations if now - r[0] <= keep_recs),
         scale_events=tuple(e for e in history.scale_events if now - e[0] < keep_events),
+        seeded=history.seeded
+        if history.seeded and now - history.seeded[0] <= policy.scale_down.stabilization_seconds
+        else None,
     )
 
 
@@ -133,7 +140,8 @@ def decide(
         desired = 0
     elif rec < current:
         window = policy.scale_down.stabilization_seconds
-        held = max(r for t, r in recommendations if now - t <= window)
+        seeded = (history.seeded,) if history.seeded else ()
+        held = max(r for t, r in (*seeded, *recommendations) if now - t <= window)
         desired = min(max(held, rec), current)
         if desired > rec:
             note = f" (held at {desired} by the {window:g}s scale-down window)"
@@ -150,7 +158,9 @@ def decide(
     events = history.scale_events
     if desired != current:
         events = (*events, (now, current, desired))
-    new_history = History(recommendations=recommendations, scale_events=events, last_active=last_active)
+    new_history = History(
+        recommendations=recommendations, scale_events=events, last_active=last_active, seeded=history.seeded
+    )
     return Decision(desired, rec, depth, active, why + note, history=new_history)
 
 
