@@ -1,16 +1,19 @@
 """Table tests of the pure decisions behind River v0.48 to v0.51.2 parity: the completer's skipped rows, the
-decoder, and what `trace` holds."""
+decoder, what `trace` holds, and the producers' control poll."""
 
 from __future__ import annotations
 
 import logging
 from datetime import UTC, datetime
+from typing import Any
 
 import pytest
 from civic_runner.completer import skip_note
+from civic_runner.config import RunnerConfig, from_env
 from civic_runner.errors import JobCancel, JobSnooze, PermanentError
 from civic_runner.executor import outcome_for_exception, worker_traceback
 from civic_runner.job import Job, decode_problem
+from civic_runner.producer import control_actions, control_poll_interval
 
 pytestmark = pytest.mark.unit
 
@@ -85,3 +88,47 @@ def test_trace_keeps_the_end_of_a_long_traceback() -> None:
 @pytest.mark.parametrize("exc", [JobCancel("stop"), PermanentError("bad input"), JobSnooze(5)])
 def test_the_workers_own_signals_have_no_trace(exc: BaseException) -> None:
     assert outcome_for_exception(exc).trace == ""
+
+
+@pytest.mark.parametrize(
+    ("paused", "queue_paused", "requested", "cancellable", "expected"),
+    [
+        (False, False, [], [1, 2], (None, [])),
+        (False, True, [], [], (True, [])),  # paused while the listener was down
+        (True, False, [], [], (False, [])),  # resumed meanwhile
+        (True, True, [], [], (None, [])),
+        (False, None, [], [], (None, [])),  # no river_queue row: nothing to go by
+        (True, None, [], [], (None, [])),
+        (False, False, [2, 3], [1, 2], (None, [2])),  # 3 is not (or no longer) ours to cancel
+        (False, True, [2, 1, 2], [1, 2], (True, [1, 2])),
+    ],
+)
+def test_control_actions(
+    paused: bool,
+    queue_paused: bool | None,
+    requested: list[int],
+    cancellable: list[int],
+    expected: tuple[bool | None, list[int]],
+) -> None:
+    assert control_actions(paused, queue_paused, requested, cancellable) == expected
+
+
+@pytest.mark.parametrize(
+    ("settings", "interval"),
+    [
+        ({}, 60.0),  # River: about once a minute beside LISTEN
+        ({"control_poll_interval": 5}, 5.0),
+        ({"poll_only": True}, 2.0),  # the poll is all a poll-only runner has
+        ({"poll_only": True, "control_poll_interval": 0.5}, 0.5),
+        ({"control_poll_interval": 0}, 0.0),
+        ({"poll_only": True, "control_poll_interval": -1}, 0.0),
+    ],
+)
+def test_control_poll_interval(settings: dict[str, Any], interval: float) -> None:
+    assert control_poll_interval(RunnerConfig.from_values(settings)) == interval
+
+
+def test_queue_upkeep_defaults_are_rivers() -> None:
+    values = from_env({})
+    assert values["control_poll_interval"] == 60.0 and values["queue_report_interval"] == 600.0
+    assert from_env({"CIVIC_QUEUE_REPORT_INTERVAL": "30"})["queue_report_interval"] == 30.0

@@ -53,6 +53,23 @@ SETTINGS: tuple[Setting, ...] = (
         float,
     ),
     Setting(
+        "control_poll_interval",
+        ("CIVIC_CONTROL_POLL_INTERVAL",),
+        60.0,
+        "seconds between each queue's looks for cancel requests on its running jobs and for its paused state, "
+        "so those sent while the listener was down are not lost (River: about a minute; poll-only mode: at most "
+        "2); <=0: notifications only",
+        float,
+    ),
+    Setting(
+        "queue_report_interval",
+        ("CIVIC_QUEUE_REPORT_INTERVAL",),
+        600.0,
+        "seconds between refreshes of each served queue's river_queue.updated_at, which keeps River's queue "
+        "cleaner (24 h) from deleting it (River: 600); <=0: written at start only",
+        float,
+    ),
+    Setting(
         "fetch_cooldown",
         ("CIVIC_FETCH_COOLDOWN",),
         0.002,
@@ -168,6 +185,8 @@ class RunnerConfig:
     poll_only: bool = False
     fetch_poll_interval: float = 1.0
     insert_watch_interval: float = 0.002
+    control_poll_interval: float = 60.0
+    queue_report_interval: float = 600.0
     fetch_cooldown: float = 0.002
     job_timeout: float = 60.0
     shutdown_grace: float = 25.0

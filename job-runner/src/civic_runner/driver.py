@@ -218,6 +218,22 @@ class Driver:
         row = await cur.fetchone()
         return bool(row and row[0])
 
+    async def control_poll(
+        self, conn: AsyncConnection[Any], queue: str, running_ids: Sequence[int]
+    ) -> tuple[bool | None, list[int]]:
+        """What River's producers poll for beside LISTEN (0.51): whether the queue is paused (None: it has no
+        river_queue row), and which of `running_ids` have a cancel request (JobCancel's metadata key)."""
+        cur = await conn.execute(
+            f"""SELECT (SELECT paused_at IS NOT NULL FROM {self.s}.river_queue WHERE name = %s),
+                       ARRAY(SELECT id FROM {self.s}.river_job
+                             WHERE id = ANY(%s::bigint[]) AND state = 'running'
+                               AND jsonb_typeof(metadata) = 'object' AND metadata ? 'cancel_attempted_at')""",
+            (queue, list(running_ids)),
+        )
+        row = await cur.fetchone()
+        assert row is not None
+        return row[0], list(row[1])
+
     # -- leadership (River's LeaderAttemptElect / Reelect / Resign) ------------------------------
 
     async def leader_attempt_elect(self, conn: AsyncConnection[Any], leader_id: str, ttl: float) -> datetime | None:

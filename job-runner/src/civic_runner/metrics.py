@@ -41,3 +41,9 @@ IS_LEADER = Gauge("civic_runner_is_leader", "1 while this process is the elected
 MAINTENANCE = Counter(
     "civic_runner_maintenance_jobs_total", "Jobs touched by maintenance", ["service", "action"], registry=REGISTRY
 )
+CONTROL_POLL_ACTIONS = Counter(
+    "civic_runner_control_poll_actions_total",
+    "Cancels, pauses and resumes the producers' poll found before any notification did (one lost or never sent)",
+    ["queue", "action"],
+    registry=REGISTRY,
+)

@@ -11,6 +11,7 @@ import concurrent.futures
 import logging
 import random
 import time
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -30,6 +31,24 @@ log = logging.getLogger("civic_runner.producer")
 
 
 TIMEOUT_SWEEP_INTERVAL = 0.05
+POLL_ONLY_CONTROL_INTERVAL = 2.0  # without LISTEN the poll is the only way to hear of a cancel or pause
+
+
+def control_actions(
+    paused: bool, queue_paused: bool | None, cancel_requested: Iterable[int], cancellable: Collection[int]
+) -> tuple[bool | None, list[int]]:
+    """What a control poll found that the producer has not acted on yet: the queue's new paused state
+    (None: unchanged, or the queue has no river_queue row to say), and the running jobs to cancel."""
+    new_paused = queue_paused if queue_paused is not None and queue_paused != paused else None
+    return new_paused, sorted(set(cancel_requested) & set(cancellable))
+
+
+def control_poll_interval(cfg: RunnerConfig) -> float:
+    """Seconds between control polls (0: none). River polls about once a minute beside LISTEN, and its
+    poll-only producers re-read their queue every 2 s."""
+    if cfg.control_poll_interval <= 0:
+        return 0.0
+    return min(cfg.control_poll_interval, POLL_ONLY_CONTROL_INTERVAL) if cfg.poll_only else cfg.control_poll_interval
 
 
 @dataclass
@@ -104,9 +123,9 @@ class Producer:
         self._stopping = True
         self._wake.set()
 
-    def set_paused(self, paused: bool) -> None:
+    def set_paused(self, paused: bool, via: str = "notification") -> None:
         self.paused = paused
-        log.info("queue paused" if paused else "queue resumed", extra={"queue": self.queue})
+        log.info("queue paused" if paused else "queue resumed", extra={"queue": self.queue, "via": via})
         self._wake.set()
 
     def cancel_job(self, job_id: int, reason: str = STOP_REMOTE_CANCEL) -> bool:
@@ -124,10 +143,55 @@ class Producer:
     async def run(self) -> None:
         await self._register_queue()
         sweeper = asyncio.create_task(self._enforce_timeouts(), name=f"timeouts-{self.queue}")
+        upkeep = asyncio.create_task(self._upkeep(), name=f"upkeep-{self.queue}")
         try:
             await self._fetch_loop()
         finally:
             sweeper.cancel()
+            upkeep.cancel()
+
+    async def _upkeep(self) -> None:
+        """River's producer chores beside claiming: poll for cancel requests and the queue's paused state
+        (notifications can be lost while the listener reconnects), and refresh the queue's river_queue row
+        (River's queue cleaner deletes rows not updated for 24 h)."""
+        poll_every = control_poll_interval(self._cfg)
+        report_every = self._cfg.queue_report_interval if self._cfg.queue_report_interval > 0 else 0.0
+        if not (poll_every or report_every):
+            return
+        now = time.monotonic()
+        next_poll = now + poll_every * random.uniform(0.9, 1.1) if poll_every else float("inf")
+        next_report = now + report_every if report_every else float("inf")
+        while True:
+            await asyncio.sleep(max(min(next_poll, next_report) - time.monotonic(), 0.0))
+            now = time.monotonic()
+            try:
+                if now >= next_report:
+                    next_report = now + report_every
+                    await self._register_queue()
+                if now >= next_poll:
+                    next_poll = now + poll_every * random.uniform(0.9, 1.1)  # spread a fleet's polls
+                    await self.poll_control()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                metrics.DB_ERRORS.labels("producer").inc()
+                log.warning("queue upkeep failed", extra={"queue": self.queue, "error": str(exc).strip()})
+
+    async def poll_control(self) -> None:
+        """Act on cancel requests and pause/resume found in the tables (see control_actions)."""
+        cancellable = [i for i, r in self.running.items() if not r.ctx.cancelled]
+        async with self._pool.connection() as conn:
+            queue_paused, requested = await self._driver.control_poll(conn, self.queue, cancellable)
+        new_paused, cancel = control_actions(self.paused, queue_paused, requested, cancellable)
+        if new_paused is not None:
+            metrics.CONTROL_POLL_ACTIONS.labels(self.queue, "pause" if new_paused else "resume").inc()
+            self.set_paused(new_paused, via="poll")
+        for job_id in cancel:
+            if self.cancel_job(job_id, STOP_REMOTE_CANCEL):
+                metrics.CONTROL_POLL_ACTIONS.labels(self.queue, "cancel").inc()
+                log.info(
+                    "cancelling running job on request", extra={"job_id": job_id, "queue": self.queue, "via": "poll"}
+                )
 
     async def _enforce_timeouts(self) -> None:
         """One sweep for all deadlines instead of a timer per job (cheaper at thousands of jobs/s)."""
@@ -190,11 +254,15 @@ class Producer:
         self._wake.clear()
 
     async def _register_queue(self) -> None:
+        """Upsert the queue's river_queue row (created_at once, updated_at now); take its paused state."""
         try:
             async with self._pool.connection() as conn:
-                self.paused = await self._driver.queue_upsert(conn, self.queue)
+                paused = await self._driver.queue_upsert(conn, self.queue)
         except Exception as exc:
             log.warning("could not register queue in river_queue", extra={"queue": self.queue, "error": str(exc)})
+            return
+        if paused != self.paused:
+            self.set_paused(paused, via="river_queue")
 
     def _start(self, job: Job) -> None:
         worker = self._registry.get(job.kind)
