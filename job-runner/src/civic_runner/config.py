@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from civic_runner.reindexer import DEFAULT_INDEXES
+
 QUEUE_NAME_RE = re.compile(r"^(?:[a-z0-9])+(?:[_|\-]?[a-z0-9]+)*$")
 DEFAULT_DATABASE_URL = "postgresql://postgres@127.0.0.1:55432/civic"  # `make run`'s local database
 
@@ -104,6 +106,33 @@ SETTINGS: tuple[Setting, ...] = (
         "discarded_retention", ("CIVIC_DISCARDED_RETENTION",), 604800.0, "keep discarded jobs (s; <0 forever)", float
     ),
     Setting("elect_interval", ("CIVIC_ELECT_INTERVAL",), 5.0, "seconds between leader (re)elections", float),
+    Setting(
+        "reindexer",
+        ("CIVIC_REINDEXER",),
+        True,
+        "the leader rebuilds River's river_job indexes (REINDEX INDEX CONCURRENTLY, one at a time), as River's",
+        bool,
+    ),
+    Setting(
+        "reindex_interval",
+        ("CIVIC_REINDEX_INTERVAL",),
+        86400.0,
+        "seconds between reindexer runs, at multiples of it since 1970-01-01 UTC (River: daily at 00:00 UTC)",
+        float,
+    ),
+    Setting(
+        "reindex_timeout",
+        ("CIVIC_REINDEX_TIMEOUT",),
+        60.0,
+        "seconds each index's rebuild may take before it is cancelled (River: 60)",
+        float,
+    ),
+    Setting(
+        "reindex_indexes",
+        ("CIVIC_REINDEX_INDEXES",),
+        ",".join(DEFAULT_INDEXES),
+        "comma-separated indexes (in the schema) the reindexer rebuilds (River's default list of seven)",
+    ),
     Setting(
         "kinds_modules",
         ("CIVIC_KINDS_MODULES",),
@@ -204,6 +233,10 @@ class RunnerConfig:
     cancelled_retention: float = 86400.0
     discarded_retention: float = 604800.0
     elect_interval: float = 5.0
+    reindexer: bool = True
+    reindex_interval: float = 86400.0
+    reindex_timeout: float = 60.0
+    reindex_indexes: str = ",".join(DEFAULT_INDEXES)
     kinds_modules: str = "civic_runner.pipeline"
 
     @classmethod
@@ -215,5 +248,8 @@ class RunnerConfig:
             v["client_id"] = default_client_id()
         if int(v.get("db_max_conns", 4)) < 2:
             raise ValueError("DB_MAX_CONNS must be at least 2 (one LISTEN, one for work)")
+        for name, env in (("reindex_interval", "CIVIC_REINDEX_INTERVAL"), ("reindex_timeout", "CIVIC_REINDEX_TIMEOUT")):
+            if float(v.get(name, 1.0)) <= 0:
+                raise ValueError(f"{env} must be more than 0 (CIVIC_REINDEXER=false turns the reindexer off)")
         known = {f for f in cls.__dataclass_fields__}
         return cls(**{k: val for k, val in v.items() if k in known})

@@ -1,4 +1,5 @@
-"""Leader-only maintenance with River's defaults: scheduler, rescuer, cleaner (and queue cleaner).
+"""Leader-only maintenance with River's defaults: scheduler, rescuer, cleaner, queue cleaner and
+reindexer (reindexer.py).
 
 Each service is a loop that acts only while this process holds the lease, so in a mixed fleet
 exactly one client (Go or Python) does maintenance at any time.
@@ -20,6 +21,7 @@ from civic_runner.config import RunnerConfig
 from civic_runner.driver import Driver
 from civic_runner.elector import Elector
 from civic_runner.outcome import error_entry_at
+from civic_runner.reindexer import Reindexer, parse_index_names
 from civic_runner.retry import next_retry_at
 
 log = logging.getLogger("civic_runner.maintenance")
@@ -64,12 +66,22 @@ class Maintainer:
 
     def services(self) -> list[Callable[[], Coroutine[Any, Any, None]]]:
         c = self._cfg
-        return [
+        services: list[Callable[[], Coroutine[Any, Any, None]]] = [
             lambda: self._every(c.scheduler_interval, "scheduler", self.schedule_once),
             lambda: self._every(c.rescuer_interval, "rescuer", self.rescue_once),
             lambda: self._every(c.cleaner_interval, "cleaner", self.clean_once),
             lambda: self._every(3600.0, "queue_cleaner", self.clean_queues_once),
         ]
+        if c.reindexer:
+            reindexer = Reindexer(
+                self._pool,
+                self._driver.schema,
+                parse_index_names(c.reindex_indexes),
+                c.reindex_timeout,
+                lambda: self._elector.is_leader,
+            )
+            services.append(lambda: reindexer.serve(c.reindex_interval))
+        return services
 
     async def _every(self, interval: float, name: str, fn: Callable[[], Awaitable[int]]) -> None:
         while True:

@@ -47,3 +47,27 @@ CONTROL_POLL_ACTIONS = Counter(
     ["queue", "action"],
     registry=REGISTRY,
 )
+REINDEX = Counter(
+    "civic_runner_reindex_total",
+    "Indexes the reindexer handled, by index and result (ok, missing, timeout, failed, denied)",
+    ["index", "result"],
+    registry=REGISTRY,
+)
+REINDEX_SECONDS = Histogram(
+    "civic_runner_reindex_duration_seconds",
+    "Time of each successful REINDEX INDEX CONCURRENTLY",
+    ["index"],
+    registry=REGISTRY,
+    buckets=(0.01, 0.1, 0.5, 1, 5, 10, 30, 60, 120, 300, 600),
+)
+REINDEX_LEFTOVERS = Counter(
+    "civic_runner_reindex_leftovers_dropped_total",
+    "Leftovers of failed concurrent reindexes (<index>_ccnew/_ccold) the reindexer dropped",
+    ["index"],
+    registry=REGISTRY,
+)
+REINDEX_LAST_RUN = Gauge(
+    "civic_runner_reindex_last_run_timestamp_seconds",
+    "When this process's reindexer last ran (Unix time; 0: never)",
+    registry=REGISTRY,
+)
