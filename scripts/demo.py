@@ -1,11 +1,17 @@
-"""`make demo`: the whole system on this machine, watched live.
+"""`make demo`: the whole system on this machine, watched live, on real pods.
 
-Brings up PostgreSQL, an S3 server (SeaweedFS, checks SigV4), the local Kubernetes control plane
-(kwokctl binary runtime; the first run builds it: ~11 min on 2 cores), installs the Helm chart with
-Civic OS's two pools, runs the operator with its ServiceAccount's token and a real runner process for
-every Running runner pod, then plays a burst of uploads the way Civic OS's frontend does them (request
-an upload URL, PUT the bytes, record the file) and shows queue depth, replicas and thumbnails done.
-Ctrl-C stops everything it started (the cluster and the database stay for the next run).
+Builds both images from this tree (scripts/docker/build-images.sh: the Docker engine and the base image
+first), brings up the local Kubernetes control plane (kwokctl binary runtime; the first run builds it:
+~11 min on 2 cores) and its real node (scripts/k8s/real-node.sh: kubelet + containerd on the host-only
+bridge 10.88.0.1/24, the images loaded into it), PostgreSQL (local, persistent, listening on loopback and
+the bridge) and an S3 server (SeaweedFS, checks SigV4; its S3 API on loopback and the bridge). Then it
+installs the Helm chart with Civic OS's two pools: the operator Deployment, the migration hook Job and
+every runner pod run as containers on the real node, so every column of `kubectl get cwp` (readiness
+from the runners' own /readyz) and every `kubectl logs` line is theirs. It plays a burst of uploads the
+way Civic OS's frontend does them (request an upload URL, PUT the bytes, record the file), shows queue
+depth, desired/ready replicas and thumbnails done every second, then what `kubectl get cwp`, the Scaled
+events and `kubectl logs` say. At the end (or on Ctrl-C) it uninstalls the release (the kubelet stops the
+pods with SIGTERM) and stops S3; the cluster, the real node and PostgreSQL stay for the next run.
 
     python scripts/demo.py [--uploads 60] [--keep-running]
 """
@@ -15,13 +21,11 @@ from __future__ import annotations
 import argparse
 import concurrent.futures
 import json
-import os
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
 
 import psycopg
 import requests
@@ -29,36 +33,72 @@ import requests
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from civic_runner.migrate import Migrator  # noqa: E402
-
 from scripts.localdb import server as local_postgres  # noqa: E402
-from tests.e2e.clusters import CHART, LocalCluster  # noqa: E402
-from tests.e2e.podprocs import PodProcesses  # noqa: E402
+from tests.e2e.clusters import CHART, REAL_NODE, REAL_NODE_IP, LocalCluster  # noqa: E402
 from tests.pipeline import corpus  # noqa: E402
+from tests.support.pg import PostgresServer  # noqa: E402
 from tests.support.s3 import SeaweedS3  # noqa: E402
 
 NAMESPACE = "civic-demo"
 RELEASE = "civic"
-CACHE = Path(os.environ.get("CIVIC_CACHE", Path.home() / ".cache" / "civic-workers"))
+OPERATOR = f"{RELEASE}-civic-workers-operator"
+POOL_LABEL = "workers.civic-os.org/pool"
+T0 = time.monotonic()
+STARTED = time.time()
 
 
 def say(msg: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)  # noqa: T201 - a console program
+    print(f"[{time.strftime('%H:%M:%S')} +{time.monotonic() - T0:5.1f}s] {msg}", flush=True)  # noqa: T201
 
 
-def database() -> str:
+def show(title: str, text: str) -> None:
+    say(title)
+    for line in text.rstrip().splitlines() or ["(nothing)"]:
+        print(f"      {line}", flush=True)  # noqa: T201
+
+
+def build_images() -> None:
+    r = subprocess.run([str(ROOT / "scripts" / "docker" / "build-images.sh")], capture_output=True, text=True)
+    if r.returncode != 0:
+        raise RuntimeError(f"building the images failed:\n{r.stderr[-3000:]}")
+    for line in r.stdout.split("\n"):
+        if line.strip():
+            name, size, seconds = line.split()
+            say(f"  {name}: {int(size) / 1e6:.0f} MB, built in {seconds} s")
+
+
+def reachable_from_pods(pg: PostgresServer) -> None:
+    """The persistent server listens on loopback and the bridge, and trusts the bridge's subnet only
+    (a server made by an earlier version, or by `make run`, gets that once, with one restart)."""
+    hba = pg.data / "pg_hba.conf"
+    line = f"host all all {REAL_NODE_IP}/24 trust"
+    if line not in hba.read_text():
+        with open(hba, "a") as f:
+            f.write(f"# scripts/demo.py: runner pods of the real node (scripts/k8s/real-node.sh)\n{line}\n")
+    with psycopg.connect(pg.url(), autocommit=True) as conn:
+        listening = str(conn.execute("SHOW listen_addresses").fetchone()[0])  # type: ignore[index]
+        if REAL_NODE_IP in listening:
+            conn.execute("SELECT pg_reload_conf()")
+            return
+        # Loopback keeps working without the bridge: PostgreSQL only warns about an address it cannot bind.
+        conn.execute(f"ALTER SYSTEM SET listen_addresses = '127.0.0.1,{REAL_NODE_IP}'")
+    pg.stop()
+    pg.start()
+
+
+def database() -> tuple[str, str]:
+    """(URL for this host, URL for the pods) of a fresh database; the chart's hook Job migrates it."""
     pg = local_postgres()
     try:
         psycopg.connect(pg.url(), connect_timeout=2).close()
     except psycopg.OperationalError:
         pg.start()
+    reachable_from_pods(pg)
     url = pg.create_database("civic_demo")
-    with psycopg.connect(url, autocommit=True) as conn:
-        Migrator(conn, "metadata").up()
-    return url
+    return url, url.replace("127.0.0.1", REAL_NODE_IP)
 
 
-def upload(db: str, s3: SeaweedS3, i: int, kind: str) -> str:
+def upload(db: str, i: int, kind: str) -> str:
     """What Civic OS's frontend does for one file."""
     if kind == "pdf":
         name, mime, data = f"report-{i}.pdf", "application/pdf", corpus.pdf(pages=2)
@@ -122,83 +162,132 @@ def progress(cluster: LocalCluster, db: str) -> str:
     )
 
 
+def chart_values(work: Path) -> Path:
+    """The chart with Civic OS's two pools; every pod of the release on the real node."""
+    placement = {
+        "nodeSelector": {"kubernetes.io/hostname": REAL_NODE},
+        "tolerations": [{"key": "civic-workers.dev/real-node", "operator": "Exists", "effect": "NoSchedule"}],
+    }
+    values = {
+        "database": {"secret": {"name": "civic-db"}},
+        "s3": {"secret": {"name": "civic-s3"}},
+        "operator": placement,
+        "migrations": placement,
+        "tests": placement,
+        "pools": {
+            "s3Signer": {"enabled": True, "autoscaling": {"cooldownSeconds": 30}, **placement},
+            "thumbnails": {
+                "enabled": True,
+                # 4 pods x the chart's 500m would not fit the 2 cores of this one node: 250m each.
+                "resources": {"requests": {"cpu": "250m", "memory": "512Mi"}, "limits": {"memory": "1Gi"}},
+                "autoscaling": {"cooldownSeconds": 30, "maxReplicas": 4},
+                **placement,
+            },
+        },
+    }
+    path = work / "values.yaml"
+    path.write_text(json.dumps(values))  # YAML is a superset of JSON
+    return path
+
+
+def look_around(cluster: LocalCluster) -> None:
+    """What the commands a user would type say now: every line comes from the real pods."""
+    k = cluster.kubectl
+    show("kubectl get cwp -n civic-demo", k("get", "cwp", "-n", NAMESPACE))
+    show("kubectl get pods -n civic-demo -o wide", k("get", "pods", "-n", NAMESPACE, "-o", "wide"))
+    items = json.loads(k("get", "events", "-n", NAMESPACE, "--field-selector", "reason=Scaled", "-o", "json"))["items"]
+    since = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(STARTED))  # this run's (events outlive a release)
+    scaled_events = sorted(
+        (e["lastTimestamp"], e["involvedObject"]["name"], e["message"]) for e in items if e["lastTimestamp"] >= since
+    )
+    show(
+        "kubectl get events -n civic-demo --field-selector reason=Scaled  (this run's)",
+        "\n".join(f"{at}  {pool:<10}  {message}" for at, pool, message in scaled_events),
+    )
+    operator_log = k("logs", "-n", NAMESPACE, f"deploy/{OPERATOR}", check=False)
+    scaled = [line for line in operator_log.splitlines() if '"scaled"' in line][-4:]
+    show(f"kubectl logs -n civic-demo deploy/{OPERATOR} | grep scaled | tail -4", "\n".join(scaled))
+    runner_log = k(
+        "logs", "-n", NAMESPACE, "-l", f"{POOL_LABEL}=thumbnails", "--tail=200", "--prefix", "--max-log-requests=8",
+        check=False,
+    )  # fmt: skip
+    made = [line for line in runner_log.splitlines() if '"thumbnails made"' in line][-3:]
+    show(
+        f"kubectl logs -n civic-demo -l {POOL_LABEL}=thumbnails --prefix | grep 'thumbnails made' | tail -3",
+        "\n".join(made),
+    )
+
+
+def migrated(cluster: LocalCluster) -> str:
+    """What the hook's `civic-runner migrate` reported (its log: one JSON document)."""
+    log = "\n" + cluster.kubectl("logs", "-n", NAMESPACE, f"job/{RELEASE}-civic-workers-migrate", check=False)
+    try:
+        report = json.loads(log[log.rindex("\n{") :])  # after its log lines, the indented report
+    except ValueError:
+        return f"log: {log.strip()[-300:]!r}"
+    return f"{len(report.get('applied', []))} migrations applied, River schema at {report.get('main')}"
+
+
+def uninstall(cluster: LocalCluster) -> None:
+    """helm uninstall; the pools' Deployments go with their CivicWorkerPools, the kubelet stops the pods."""
+    try:
+        cluster.helm("uninstall", RELEASE, "-n", NAMESPACE, "--wait", "--timeout", "120s")
+    except RuntimeError as exc:
+        if "not found" not in str(exc):
+            raise
+    # helm leaves hook objects behind: the migration Job (and its Completed pod) goes too.
+    cluster.kubectl("delete", "job", f"{RELEASE}-civic-workers-migrate", "-n", NAMESPACE, "--ignore-not-found")
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and cluster.kubectl("get", "pods", "-n", NAMESPACE, "-o", "name", check=False):
+        time.sleep(1)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--uploads", type=int, default=60)
     ap.add_argument("--keep-running", action="store_true", help="stay up after the burst until Ctrl-C")
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="civic-demo-"))
-    started: list[Any] = []
-    operator: subprocess.Popen[bytes] | None = None
+    s3: SeaweedS3 | None = None
+    cluster: LocalCluster | None = None
+    installed = False
     try:
-        say("PostgreSQL (local, persistent) ...")
-        db = database()
-        say("S3 server (SeaweedFS) ...")
-        (work / "s3").mkdir()
-        s3 = SeaweedS3(root=work / "s3").start()
-        started.append(s3)
-        say("Kubernetes control plane (first run builds it from Go modules: ~11 min, cached after) ...")
+        say("images civic-runner:dev and civic-operator:dev from this tree (Docker engine and base image first) ...")
+        build_images()
+        say("Kubernetes control plane and its real node (first run builds them from Go modules: ~11 min) ...")
         cluster = LocalCluster()
-        cluster.up()
-        crd = str(ROOT / "crds" / "civicworkerpool.yaml")
-        cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", crd)
+        cluster.up(test_image=False)
+        say(f"  node {REAL_NODE} Ready: kubelet + containerd on bridge civicbr0 {REAL_NODE_IP}/24, images loaded")
+        say(f"PostgreSQL (local, persistent; pods reach it at {REAL_NODE_IP}) ...")
+        db, db_for_pods = database()
+        say(f"S3 server (SeaweedFS; pods reach its S3 API at {REAL_NODE_IP}) ...")
+        (work / "s3").mkdir()
+        s3 = SeaweedS3(root=work / "s3", s3_ip=REAL_NODE_IP).start()
+        for crd in ("crds/civicworkerpool.yaml", "charts/civic-workers/crds/kopf-peerings.yaml"):
+            cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(ROOT / crd))
         cluster.kubectl("create", "namespace", NAMESPACE, check=False)
-        cluster.create_secret(NAMESPACE, "civic-db", {"DATABASE_URL": db})
+        cluster.create_secret(NAMESPACE, "civic-db", {"DATABASE_URL": db_for_pods})
         cluster.create_secret(NAMESPACE, "civic-s3", s3.env)
-        pods = PodProcesses(cluster.kubeconfig, NAMESPACE, "", work)  # every runner-image pod gets a process
-        pods.__enter__()
-        started.append(pods)
-        say("helm upgrade --install (CRD, operator, RBAC, migration hook, pools s3-signer and thumbnails) ...")
+        say("helm upgrade --install: migration hook Job, operator Deployment, pools s3-signer and thumbnails ...")
+        installed = True
         cluster.helm(
-            "upgrade",
-            "--install",
-            RELEASE,
-            str(CHART),
-            "-n",
-            NAMESPACE,
-            "--wait",
-            "--timeout",
-            "180s",
-            "--set",
-            "database.secret.name=civic-db",
-            "--set",
-            "s3.secret.name=civic-s3",
-            "--set",
-            "pools.s3Signer.enabled=true",
-            "--set",
-            "pools.thumbnails.enabled=true",
-            "--set",
-            "pools.thumbnails.autoscaling.cooldownSeconds=30",
-            "--set",
-            "pools.s3Signer.autoscaling.cooldownSeconds=30",
-        )
-        sa = f"{RELEASE}-civic-workers-operator"
-        kubeconfig = cluster.token_kubeconfig(NAMESPACE, sa, work / "operator.kubeconfig")
-        say(f"operator (as ServiceAccount {sa}) ...")
-        log = open(work / "operator.log", "ab")  # noqa: SIM115 - the child owns it
-        operator = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "civic_operator.main",
-                "--standalone",
-                "--namespace",
-                NAMESPACE,
-                "--liveness-port",
-                "0",
-                "--metrics-port",
-                "0",
-            ],
-            env={**os.environ, "KUBECONFIG": str(kubeconfig)},
-            stdout=log,
-            stderr=log,
-            cwd=ROOT,
-        )
-        time.sleep(3)
+            "upgrade", "--install", RELEASE, str(CHART), "-n", NAMESPACE, "-f", str(chart_values(work)),
+            "--wait", "--timeout", "180s",
+        )  # fmt: skip
+        say(f"  migration hook Job (a pod on {REAL_NODE}): {migrated(cluster)}")
+        say("  waiting for the operator pod to make the pools' Deployments ...")
+        deadline = time.monotonic() + 120
+        wanted = {"deployment.apps/s3-signer-runner", "deployment.apps/thumbnails-runner"}
+        while time.monotonic() < deadline:
+            if wanted <= set(cluster.kubectl("get", "deploy", "-n", NAMESPACE, "-o", "name").split()):
+                break
+            time.sleep(0.5)
+        say(progress(cluster, db))
         say(f"burst: {args.uploads} uploads (photos, screenshots, PDFs) from 8 concurrent users ...")
+        burst = time.monotonic()
         kinds = ["jpg", "jpg", "png", "pdf"]
         with concurrent.futures.ThreadPoolExecutor(8) as users:
-            futures = [users.submit(upload, db, s3, i, kinds[i % len(kinds)]) for i in range(args.uploads)]
+            futures = [users.submit(upload, db, i, kinds[i % len(kinds)]) for i in range(args.uploads)]
             while not all(f.done() for f in futures):
                 say(progress(cluster, db))
                 time.sleep(1)
@@ -211,40 +300,27 @@ def main() -> int:
             if "waiting 0" in line:
                 break
             time.sleep(1)
-        env = f"KUBECONFIG={cluster.kubeconfig}"
-        say("done. Look around:")
-        for cmd in (
-            "kubectl get cwp -n civic-demo",
-            "kubectl describe cwp thumbnails -n civic-demo",
-            "kubectl get events -n civic-demo --field-selector reason=Scaled",
-            "kubectl get deploy,pods -n civic-demo",
-            "kubectl logs -n civic-demo -l workers.civic-os.org/pool=thumbnails --tail=3 --prefix",
-        ):
-            print(f"    {env} {cluster.cp.bin_dir}/{cmd}")  # noqa: T201
-        print(  # noqa: T201
-            f"    operator log: {work}/operator.log   (the operator runs as a process with its ServiceAccount's "
-            "token; runner pods' logs are their processes', served to kubectl logs by kwok)"
-        )
-        print(f"    DATABASE_URL={db} .venv/bin/civic-runner stats")  # noqa: T201
+        say(f"burst done in {time.monotonic() - burst:.1f} s. What the cluster says (all of it from real pods):")
+        look_around(cluster)
+        env = f"KUBECONFIG={cluster.kubeconfig} {cluster.cp.bin_dir}/kubectl"
         if args.keep_running:
-            say("running until Ctrl-C ...")
+            say(f"running until Ctrl-C; look around yourself, e.g.  {env} get cwp,pods -n {NAMESPACE}")
             while True:
                 time.sleep(5)
                 say(progress(cluster, db))
+        else:
+            say(f"(python scripts/demo.py --keep-running stays up to look around: {env} ...)")
     except KeyboardInterrupt:
         say("Ctrl-C: cleaning up")
     finally:
-        if operator and operator.poll() is None:
-            operator.terminate()
-            operator.wait(20)
-        for thing in reversed(started):
-            if isinstance(thing, PodProcesses):
-                thing.__exit__(None, None, None)
-            else:
-                thing.destroy()
+        if cluster is not None and installed:
+            say("helm uninstall (the kubelet stops the pods with SIGTERM) ...")
+            uninstall(cluster)
+        if s3 is not None:
+            s3.destroy()
         say(
-            "stopped the operator, runner processes and S3 server; the cluster and PostgreSQL stay up "
-            "(scripts/k8s/cluster.sh down, python scripts/localdb.py stop)"
+            f"done in {time.monotonic() - T0:.0f} s. The control plane, the real node and PostgreSQL stay up "
+            "(scripts/k8s/real-node.sh down, scripts/k8s/cluster.sh down, python scripts/localdb.py stop)"
         )
     return 0
 

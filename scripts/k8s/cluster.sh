@@ -262,10 +262,10 @@ cmd_down() {
   log "cluster ${CLUSTER_NAME} deleted"
 }
 
-# kwok's default `pod-complete` stage marks a Job's pod Succeeded as soon as it runs. The e2e harness
-# (tests/e2e/podprocs.py) runs a real runner process for each pod and reports its exit instead, so a
-# Job's pod must stay Running until its runner has drained the queue: drop that one stage from the
-# effective kwok-controller config kwokctl wrote, and restart kwok-controller once.
+# kwok's default `pod-complete` stage marks a Job's pod Succeeded as soon as it runs, which no runner
+# does (a Job's runner exits when it has drained the queue; on the real node its container really does):
+# a Job's pod on a fake node must stay Running, as an unfinished runner's would. Drop that one stage
+# from the effective kwok-controller config kwokctl wrote, and restart kwok-controller once.
 drop_job_pod_completion() {
   local conf="${CLUSTER_DIR}/kwok.yaml"
   grep -q "name: pod-complete" "$conf" || return 0

@@ -2,9 +2,8 @@
 
 - `local` (default, what CI runs): a real kube-apiserver/etcd/controller-manager/scheduler started by
   kwokctl's binary runtime (tests/cluster/controlplane.py), fake kwok nodes for what needs many pods
-  (PodProcesses gives a fake pod a real runner process where a test needs one), and one REAL node
-  (scripts/k8s/real-node.sh: kubelet + containerd) where pods that ask for it (`real_pod_placement`)
-  run as containers of the built images.
+  (or none running: they run no containers), and one REAL node (scripts/k8s/real-node.sh: kubelet +
+  containerd) where pods that ask for it (`real_pod_placement`) run as containers of the built images.
 - `kind` (opt-in, `--cluster=kind`, needs Docker and kind): pytest-kind(-ng) creates the cluster, both
   images are built and loaded, and runner pods really run; nothing to emulate.
 """
@@ -29,7 +28,6 @@ from typing import Any, Protocol
 import yaml
 
 from tests.cluster.controlplane import LocalControlPlane
-from tests.e2e.podprocs import PodProcesses
 
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "charts" / "civic-workers"
@@ -119,7 +117,6 @@ def _recording(command: list[str]) -> Iterator[list[ContainerEvent]]:
 
 class Cluster(Protocol):
     name: str
-    fake_pods: bool  # pods not placed on a real node run no containers: processes stand in for them
     real_node: str | None  # the one node that runs containers beside fake ones (None: every node does)
 
     def up(self) -> None: ...
@@ -134,9 +131,6 @@ class Cluster(Protocol):
     def create_secret(self, namespace: str, name: str, data: dict[str, str]) -> None: ...
     def database_url_for_pods(self, url: str) -> str: ...
     def address_for_pods(self) -> str: ...
-    def pod_processes(
-        self, namespace: str, selector: str, log_dir: Path, env_overrides: dict[str, str] | None = None
-    ) -> contextlib.AbstractContextManager[Any]: ...
     def operator_kubeconfig(self, namespace: str, tmp: Path) -> Path: ...
     def token_kubeconfig(self, namespace: str, service_account: str, path: Path) -> Path: ...
     def restart_apiserver(self) -> None: ...
@@ -228,22 +222,24 @@ class _Common:
 
 class LocalCluster(_Common):
     name = "local"
-    real_node: str | None = REAL_NODE
-    fake_pods = True  # kwok: pods run no containers (tests/e2e/podprocs.py gives them processes)
+    real_node: str | None = REAL_NODE  # the other (kwok) nodes' pods run no containers
 
     def __init__(self) -> None:
         self.cp = LocalControlPlane()
 
-    def up(self) -> None:
+    def up(self, test_image: bool = True) -> None:
+        """The control plane and the real node (with civic-runner:dev and civic-operator:dev loaded);
+        test_image: also build and load the runner image with the tests' kinds."""
         self.cp.up()
-        self._real_node("up")
-        build_test_image()
-        self._real_node("load", TEST_IMAGE)
+        self.real_node_script("up")
+        if test_image:
+            build_test_image()
+            self.real_node_script("load", TEST_IMAGE)
 
     def teardown(self) -> None:
-        self._real_node("down")
+        self.real_node_script("down")
 
-    def _real_node(self, *args: str) -> None:
+    def real_node_script(self, *args: str) -> None:
         r = subprocess.run(["bash", str(REAL_NODE_SCRIPT), *args], capture_output=True, text=True, timeout=900)
         if r.returncode != 0:
             raise RuntimeError(f"real-node.sh {' '.join(args)} failed:\n{r.stderr[-3000:]}")
@@ -291,11 +287,6 @@ class LocalCluster(_Common):
         # PostgreSQL listens on the bridge address too, see e2e_pg.
         return url.replace("127.0.0.1", self.address_for_pods())
 
-    def pod_processes(
-        self, namespace: str, selector: str, log_dir: Path, env_overrides: dict[str, str] | None = None
-    ) -> contextlib.AbstractContextManager[Any]:
-        return PodProcesses(self.kubeconfig, namespace, selector, log_dir, env_overrides, skip_nodes={REAL_NODE})
-
     def restart_apiserver(self) -> None:
         self.cp.restart_apiserver()
 
@@ -304,7 +295,6 @@ class KindCluster(_Common):
     """pytest-kind-ng's KindCluster; images built by scripts/docker/build-images.sh and loaded."""
 
     name = "kind"
-    fake_pods = False
     real_node = None
 
     def __init__(self) -> None:
@@ -349,11 +339,6 @@ class KindCluster(_Common):
 
     def database_url_for_pods(self, url: str) -> str:
         return url.replace("127.0.0.1", self.address_for_pods())
-
-    def pod_processes(
-        self, namespace: str, selector: str, log_dir: Path, env_overrides: dict[str, str] | None = None
-    ) -> contextlib.AbstractContextManager[Any]:
-        return contextlib.nullcontext()  # real pods run real runners, and Service names resolve
 
     def kill_container(self, container_id: str) -> None:
         cid = container_id.removeprefix("containerd://")
