@@ -9,7 +9,9 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
+import psycopg
 import pytest
+from civic_runner.admin import Admin
 
 from tests.support.harness import InProcessRunner, insert, job, migrate, query, wait_for
 from tests.support.kinds import registry
@@ -80,3 +82,16 @@ def test_queue_row_is_refreshed_and_recreated_while_served(url: str) -> None:
         # River's queue cleaner (or anyone) deleted the row: the next report writes it again.
         query(url, "DELETE FROM metadata.river_queue WHERE name = 'default'")
         wait_for(fresh, timeout=5, what="row written again")
+
+
+def test_poll_only_runner_honours_a_cancel_within_two_seconds(url: str) -> None:
+    """Without LISTEN no control notification ever arrives: the poll (at most every 2 s in poll-only mode,
+    as River's poll-only producers re-read their queue) is what cancels the job."""
+
+    [jid] = insert(url, "sleep", {"seconds": 60})
+    with InProcessRunner(url, registry, poll_only=True, fetch_poll_interval=0.1) as r:
+        assert r.runner.notifier is None
+        wait_for(lambda: state_of(url, jid) == "running", what="running")
+        with psycopg.connect(url, autocommit=True) as conn:
+            Admin(conn, "metadata").cancel(jid)
+        wait_for(lambda: state_of(url, jid) == "cancelled", timeout=5, what="cancelled by the poll")
