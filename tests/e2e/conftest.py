@@ -66,6 +66,14 @@ def e2e_pg(request: pytest.FixtureRequest, cluster: Cluster) -> Iterator[Postgre
             f.write(f"host all all {REAL_NODE_IP}/24 trust\n")
     server.start()
     yield server
+    # A runner stops at once on SIGTERM while its database answers; with the database gone it waits out
+    # its pool's connection timeouts first (~60 s, measured), which the real node's `down` would wait
+    # for: let the tests' namespaces, deleted without waiting, take their pods with them first.
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and any(
+        n.startswith("namespace/e2e-") for n in cluster.kubectl("get", "namespaces", "-o", "name").split()
+    ):
+        time.sleep(0.5)
     server.destroy()
 
 
