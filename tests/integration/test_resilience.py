@@ -118,3 +118,24 @@ def test_exactly_one_leader_among_python_runners(url: str, tmp_path: Path) -> No
         for p in procs:
             if p.proc and p.proc.poll() is None:
                 p.terminate()
+
+
+def test_sigterm_during_a_database_outage_stops_within_the_grace_period(tmp_path: Path) -> None:
+    """With PostgreSQL gone, a stop must not wait for pool connections (30 s each for the claim and the
+    leader's resignation, ~59 s in all, measured on a real pod): the kubelet would SIGKILL past its grace."""
+    server = PostgresServer()
+    server.start()
+    try:
+        url = server.create_database("outage")
+        migrate(url)
+        proc = RunnerProcess(url, "--queues", "default=2", log_path=tmp_path / "r.log").start()
+        wait_for(lambda: "runner started" in (tmp_path / "r.log").read_text(), 20, what="runner started")
+        wait_for(lambda: query(url, "SELECT count(*) FROM metadata.river_leader")[0][0] == 1, 20, what="leader")
+        server.stop("immediate")
+        time.sleep(2)  # the producers are now waiting for connections that cannot come
+        t0 = time.monotonic()
+        assert proc.terminate(timeout=60) == 0
+        took = time.monotonic() - t0
+        assert took < 20, f"took {took:.1f} s to stop (grace period 25 s)"
+    finally:
+        server.destroy()

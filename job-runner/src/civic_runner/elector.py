@@ -79,7 +79,8 @@ class Elector:
             return
         self._changed(False)
         try:
-            async with self._pool.connection() as conn:
+            # Bounded: at shutdown with the database gone, the leader row expires by itself (TTL).
+            async with self._pool.connection(timeout=5.0) as conn:
                 await self._driver.leader_resign(conn, self._id, term)
         except Exception as exc:
             log.warning("could not resign leadership", extra={"error": str(exc).strip()})

@@ -31,6 +31,9 @@ log = logging.getLogger("civic_runner.producer")
 
 
 TIMEOUT_SWEEP_INTERVAL = 0.05
+# A claim waits this long for a pool connection, not the pool's 30 s: during an outage /readyz turns
+# within seconds, and a SIGTERM is not held up past the pod's grace period by a wait for a connection.
+CLAIM_CONNECTION_TIMEOUT = 5.0
 POLL_ONLY_CONTROL_INTERVAL = 2.0  # without LISTEN the poll is the only way to hear of a cancel or pause
 
 
@@ -221,7 +224,7 @@ class Producer:
                 continue
             self._last_fetch = time.monotonic()
             try:
-                async with self._pool.connection() as conn:
+                async with self._pool.connection(timeout=CLAIM_CONNECTION_TIMEOUT) as conn:
                     jobs = await self._driver.claim(conn, self.queue, limit, self._cfg.client_id)
             except Exception as exc:
                 metrics.DB_ERRORS.labels("producer").inc()
