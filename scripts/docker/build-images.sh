@@ -12,7 +12,7 @@
 #
 # Usage: scripts/docker/build-images.sh [runner|operator ...]   (default: both)
 # Env: CIVIC_CACHE, CIVIC_IMAGE_TAG (default dev), CIVIC_CA_BUNDLE (default: the system bundle),
-#      CIVIC_BUILD_PROGRESS (plain|auto|quiet, default plain).
+#      CIVIC_BUILD_PROGRESS (plain|auto|tty, default plain: what `docker build --progress` takes).
 # Prints one line per image: "<name:tag> <bytes> <seconds>"; the log is in $CIVIC_CACHE/docker/.
 set -euo pipefail
 

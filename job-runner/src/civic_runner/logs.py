@@ -33,5 +33,6 @@ def setup(level: str = "INFO") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
-    for noisy in ("psycopg.pool", "botocore", "urllib3", "s3transfer"):
+    # pyvips forwards libvips' own info lines ("VIPS: thumbnailing ...") per image: not one per job in kubectl logs.
+    for noisy in ("psycopg.pool", "botocore", "urllib3", "s3transfer", "pyvips"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
