@@ -43,7 +43,7 @@ def runner(s3_server: SeaweedS3, frontend: Frontend) -> Iterator[tuple[Frontend,
     p = Pipeline(make_config(frontend.url, s3_server))
     registry = p.register(Registry())
     try:
-        with InProcessRunner(frontend.url, registry, queues="s3_signer=4,thumbnails=2"):
+        with InProcessRunner(frontend.url, registry, queues="s3_signer=4,thumbnails=2", fetch_poll_interval=POLL):
             yield frontend, s3_server
     finally:
         p.close()
@@ -83,18 +83,22 @@ def upload_as_the_frontend(fe: Frontend, file_name: str, file_type: str, data: b
     return str(row["file_id"]), latency
 
 
-def claim_lags(url: str) -> list[float]:
-    """Seconds from each job's insert to its (last) claim, on PostgreSQL's clock: what the wake-up costs,
-    without the test client's own connections and polls. With the 1 s poll as the only wake-up, a lag
-    is uniform in [0, 1 s]: several all under CLAIMED_FAST by chance is unlikely (0.25^4 for four)."""
+def claim_lags(url: str) -> list[tuple[str, float]]:
+    """(kind, seconds from the job's insert to its last claim) on PostgreSQL's clock."""
     rows = query(
         url,
-        "SELECT extract(epoch FROM attempted_at - created_at) FROM metadata.river_job WHERE attempted_at IS NOT NULL",
+        "SELECT kind, extract(epoch FROM attempted_at - created_at) FROM metadata.river_job "
+        "WHERE attempted_at IS NOT NULL ORDER BY id",
     )
-    return [float(r[0]) for r in rows]
+    return [(str(r[0]), float(r[1])) for r in rows]
 
 
-CLAIMED_FAST = 0.25
+# The runners of these tests poll every POLL seconds, so a claim within CLAIMED_FAST can only come from a
+# wake-up: our trigger's NOTIFY, or the insert watcher's for Civic OS's silent triggers. (Milliseconds in
+# practice; the margin is for a loaded machine, where the test client's own RPC transaction, whose start is
+# the job's created_at, can take a few hundred ms to commit.)
+POLL = 30.0
+CLAIMED_FAST = 3.0
 
 
 def thumbnails_settled(fe: Frontend, file_id: str) -> dict[str, Any]:
@@ -140,9 +144,8 @@ def test_image_and_pdf_uploads_end_to_end(runner: tuple[Frontend, SeaweedS3]) ->
             "SELECT kind, state::text, count(*) FROM metadata.river_job GROUP BY 1, 2 ORDER BY 1, 2"
         ).fetchall()
     assert states == [("s3_presign", "completed", 2), ("thumbnail_generate", "completed", 2)]
-    # Milliseconds in practice: our trigger notifies; Civic OS's does not, and the insert watcher announces.
     lags = claim_lags(url)
-    assert len(lags) == 4 and max(lags) < CLAIMED_FAST, lags
+    assert len(lags) == 4 and max(lag for _, lag in lags) < CLAIMED_FAST, lags
 
 
 def test_hostile_upload_fails_once_and_is_discarded(runner: tuple[Frontend, SeaweedS3]) -> None:
