@@ -146,9 +146,9 @@ def cmd_migrate(args: argparse.Namespace) -> int:
             done = m.down(args.line, args.target)
             report["reverted"] = [f"{x.line}/{x.version:03d}_{x.name}" for x in done]
         else:
-            report["detected"] = {MAIN: m.current(MAIN), "river_schema_origin": m.origin() if m.current(MAIN) else None}
             done = m.up(args.target, civic=not args.river_only)
-            assert m.decision is not None
+            assert m.decision is not None and m.detected is not None
+            report["detected"] = {MAIN: m.detected[0], "river_schema_origin": m.detected[1]}
             report["decided"] = m.decision.reason
             if m.civic_note:
                 report["file_tables"] = m.civic_note

@@ -112,6 +112,7 @@ class Migrator:
         self.schema = schema
         self.s = quote_ident(schema)
         self.decision: TargetDecision | None = None
+        self.detected: tuple[int, str | None] | None = None  # (River version, who made it) as `up` found them
         self.civic_note: str | None = None
 
     # -- reading state ----------------------------------------------------------------------------
@@ -222,8 +223,10 @@ class Migrator:
             if not self._schema_exists():
                 self.conn.execute(f"CREATE SCHEMA {self.s}")
             main_now = self.current(MAIN)
-            ours = main_now == 0 or self.ours()
-            self.decision = choose_target(main_now, ours, target_main, LATEST[MAIN], self.origin())
+            origin = self.origin() if main_now else None
+            self.detected = (main_now, origin)
+            ours = main_now == 0 or origin == "civic-runner"
+            self.decision = choose_target(main_now, ours, target_main, LATEST[MAIN], origin or "nobody")
             log.info(
                 "migration target decided",
                 extra={

@@ -223,9 +223,7 @@ class Runner:
         return 0
 
     def _on_insert(self, payload: dict[str, Any]) -> None:
-        p = self.producers.get(str(payload.get("queue")))
-        if p is not None:
-            p.wake()
+        self._wake_queues({str(payload.get("queue"))})
 
     def _on_control(self, payload: dict[str, Any]) -> None:
         action, queue = payload.get("action"), payload.get("queue")
