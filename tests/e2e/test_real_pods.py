@@ -8,6 +8,7 @@ from __future__ import annotations
 import functools
 import json
 import struct
+import subprocess
 import threading
 import time
 import uuid
@@ -243,6 +244,24 @@ def stored(database: str, s3: SeaweedS3, data: bytes, file_type: str, name: str)
     return fid
 
 
+def oom_diagnosis(cluster: Cluster, namespace: str, database: str, file_id: str) -> str:
+    """What a test waiting for an OOM kill prints when none came: the job's row, the container's state,
+    its log and the kernel's last memory-cgroup lines (a kill that never came has one of these as its why)."""
+    jobs = query(
+        database,
+        """SELECT id, state, attempt, attempted_at, errors FROM metadata.river_job
+           WHERE args->>'file_id' = %s""",
+        (file_id,),
+    )
+    [pod] = pods(cluster, namespace, f"{SELECTOR}=thumbs")
+    log = cluster.kubectl("logs", "-n", namespace, pod["metadata"]["name"], "--tail", "30")
+    dmesg = subprocess.run(["dmesg", "-T"], capture_output=True, text=True, check=False).stdout.splitlines()
+    kernel = [line for line in dmesg if "memory cgroup" in line.lower() or "oom" in line.lower()][-6:]
+    return "\n".join(
+        [f"jobs: {jobs!r}", f"container: {pod['status'].get('containerStatuses')!r}", "log:", log, "kernel:", *kernel]
+    )
+
+
 def test_image_too_big_for_the_memory_limit_oom_kills_the_pod_then_fails_with_its_reason(
     cluster: Cluster, namespace: str, database: str, s3_secret: SeaweedS3, operator: Any
 ) -> None:
@@ -269,7 +288,10 @@ def test_image_too_big_for_the_memory_limit_oom_kills_the_pod_then_fails_with_it
         return dict(pods(cluster, namespace, f"{SELECTOR}=thumbs")[0]["status"]["containerStatuses"][0])
 
     bomb = stored(database, s3_secret, interlaced_png(11000, 9000), "image/png", "huge.png")
-    wait_until(lambda: container()["restartCount"] >= 1, 60, "the runner container killed and restarted")
+    try:
+        wait_until(lambda: container()["restartCount"] >= 1, 60, "the runner container killed and restarted")
+    except TimeoutError as exc:
+        raise AssertionError(f"{exc}\n{oom_diagnosis(cluster, namespace, database, bomb)}") from exc
     killed = container()["lastState"]["terminated"]
     assert (killed["reason"], killed["exitCode"]) == ("OOMKilled", 137), killed  # the kernel's SIGKILL
     photo = stored(database, s3_secret, corpus.jpeg(2400, 1800), "image/jpeg", "photo.jpg")
