@@ -49,8 +49,8 @@ bench/sharp/node_modules/.package-lock.json: bench/sharp/package-lock.json
 	touch $@
 
 lint: venv
-	$(BIN)/ruff check job-runner operator tests bench scripts
-	$(BIN)/ruff format --check job-runner operator tests bench scripts
+	$(BIN)/ruff check job-runner operator tests bench scripts devenv
+	$(BIN)/ruff format --check job-runner operator tests bench scripts devenv
 	$(BIN)/mypy job-runner/src/civic_runner operator/src/civic_operator
 
 test-fast: venv lint

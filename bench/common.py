@@ -17,7 +17,7 @@ sys.path.insert(0, str(ROOT))
 
 from civic_runner.migrate import Migrator  # noqa: E402
 
-from tests.support.pg import PostgresServer  # noqa: E402
+from devenv.pg import PostgresServer  # noqa: E402
 
 
 def log(msg: str) -> None:

@@ -23,7 +23,7 @@ from typing import Any
 import psycopg
 
 from bench.common import ROOT, fresh_db, log, machine, runner_env
-from tests.support.pg import PostgresServer
+from devenv.pg import PostgresServer
 
 
 def cpu_seconds(pid: int) -> float:

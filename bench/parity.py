@@ -2,7 +2,7 @@
 
     python -m bench.parity [--cases NAME,...] [--json out.json] [--no-ideal]
 
-For each corpus class (drawn by tests/pipeline/corpus.py, or here from its pieces; nothing is
+For each corpus class (drawn by devenv/corpus.py, or here from its pieces; nothing is
 downloaded) ours are made by `civic_runner.pipeline.thumbnail.render` with the default
 ThumbnailSettings (what the worker uploads) and sharp's by bench/sharp/thumbs.js in its output mode,
 in both of its variants: `cascade` (decode once to 800, the smaller sizes from those pixels, as ours
@@ -50,7 +50,7 @@ from civic_runner.pipeline.config import SIZE_NAMES, ThumbnailSettings  # noqa: 
 from civic_runner.pipeline.plan import jpeg_shrink  # noqa: E402
 from civic_runner.pipeline.thumbnail import render  # noqa: E402
 
-from tests.pipeline import corpus  # noqa: E402
+from devenv import corpus  # noqa: E402
 
 CORPUS = ROOT / "bench" / "out" / "corpus-parity"
 OUT = ROOT / "bench" / "out" / "parity"

@@ -59,7 +59,7 @@ def table_insert(url: str) -> Callable[[int], None]:
 def rpc_insert(url: str) -> Callable[[int], None]:
     """POST /rpc/request_upload_url as PostgREST runs it: on a pooled (kept) connection as
     authenticator, one transaction per request with SET LOCAL ROLE authenticated and the JWT claims."""
-    from tests.support import civic_os
+    from devenv import civic_os
 
     user = civic_os.create_user(url)
     claims = json.dumps(civic_os.claims_for(user))
@@ -216,7 +216,7 @@ def main() -> None:
 
 def civic_os_main(args: argparse.Namespace) -> None:
     """Civic OS's own triggers (no NOTIFY): the insert watcher on, and off as the control, interleaved."""
-    from tests.support import civic_os
+    from devenv import civic_os
 
     server = start_postgres()
     rounds: dict[str, list[dict[str, float]]] = {"watcher": [], "poll_only_control": []}

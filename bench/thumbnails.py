@@ -46,7 +46,7 @@ CLASSES: dict[str, tuple[str, int, str]] = {
 
 def make_corpus(quick: bool) -> dict[str, list[Path]]:
     sys.path.insert(0, str(ROOT / "job-runner" / "src"))
-    from tests.pipeline import corpus
+    from devenv import corpus
 
     out: dict[str, list[Path]] = {}
     for name, (_, count, _) in CLASSES.items():

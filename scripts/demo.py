@@ -33,11 +33,11 @@ import requests
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from devenv import corpus  # noqa: E402
+from devenv.clusters import CHART, REAL_NODE, REAL_NODE_IP, LocalCluster  # noqa: E402
+from devenv.pg import PostgresServer  # noqa: E402
+from devenv.s3 import SeaweedS3  # noqa: E402
 from scripts.localdb import server as local_postgres  # noqa: E402
-from tests.e2e.clusters import CHART, REAL_NODE, REAL_NODE_IP, LocalCluster  # noqa: E402
-from tests.pipeline import corpus  # noqa: E402
-from tests.support.pg import PostgresServer  # noqa: E402
-from tests.support.s3 import SeaweedS3  # noqa: E402
 
 NAMESPACE = "civic-demo"
 RELEASE = "civic"

@@ -12,7 +12,7 @@ from pathlib import Path
 import psycopg
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from tests.support.pg import PostgresServer
+from devenv.pg import PostgresServer
 
 CACHE = Path(os.environ.get("CIVIC_CACHE", Path.home() / ".cache" / "civic-workers"))
 PORT = int(os.environ.get("CIVIC_LOCALDB_PORT", "55432"))

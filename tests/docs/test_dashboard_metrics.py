@@ -38,10 +38,10 @@ from civic_operator.stats import StatsSource
 from prometheus_client import start_http_server
 from prometheus_client.parser import text_string_to_metric_families
 
+from devenv.pg import free_port
 from tests.docs.markdown import ROOT
 from tests.support.harness import InProcessRunner, insert, migrate, query, wait_for
 from tests.support.kinds import registry
-from tests.support.pg import free_port
 
 pytestmark = pytest.mark.integration
 

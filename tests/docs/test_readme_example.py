@@ -22,9 +22,9 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from devenv.pg import PostgresServer
 from tests.docs.markdown import ROOT, fenced_block
 from tests.support.harness import wait_for
-from tests.support.pg import PostgresServer
 
 pytestmark = pytest.mark.integration
 

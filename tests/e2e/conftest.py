@@ -15,10 +15,10 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.clusters import REAL_NODE_IP, TEST_IMAGE, Cluster, make_cluster
+from devenv.clusters import REAL_NODE_IP, TEST_IMAGE, Cluster, make_cluster
+from devenv.pg import PostgresServer
+from devenv.s3 import SeaweedS3
 from tests.support.harness import migrate
-from tests.support.pg import PostgresServer
-from tests.support.s3 import SeaweedS3
 
 ROOT = Path(__file__).resolve().parents[2]
 

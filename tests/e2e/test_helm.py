@@ -10,10 +10,10 @@ from pathlib import Path
 import yaml
 from civic_runner.migrate import LATEST, MAIN
 
-from tests.e2e.clusters import CHART, Cluster
+from devenv.clusters import CHART, Cluster
+from devenv.pg import PostgresServer
 from tests.e2e.conftest import wait_until
 from tests.support.harness import query
-from tests.support.pg import PostgresServer
 
 
 def test_helm_install_upgrade_uninstall(

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import yaml
 
-from tests.e2e.clusters import CHART, Cluster
-from tests.support import civic_os
+from devenv import civic_os
+from devenv.clusters import CHART, Cluster
+from devenv.pg import PostgresServer
 from tests.support.harness import query
-from tests.support.pg import PostgresServer
 
 
 def test_helm_install_with_defaults_leaves_a_civic_os_database_as_it_is(

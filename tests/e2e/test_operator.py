@@ -13,7 +13,7 @@ import pytest
 import yaml
 from civic_operator import GROUP, PLURAL, VERSION
 
-from tests.e2e.clusters import Cluster
+from devenv.clusters import Cluster
 from tests.e2e.conftest import OperatorProcess, pool_manifest, real_pods, wait_until
 from tests.support.harness import insert, query
 

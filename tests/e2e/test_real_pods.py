@@ -24,7 +24,9 @@ from civic_runner.maintenance import RESCUE_ERROR
 from civic_runner.pipeline.keys import bucket_and_key_from_url, original_key
 from civic_runner.pipeline.thumbnail import MAX_WORKER_DEATHS, deaths_message
 
-from tests.e2e.clusters import CHART, Cluster
+from devenv import corpus
+from devenv.clusters import CHART, Cluster
+from devenv.s3 import SeaweedS3
 from tests.e2e.conftest import OperatorProcess, real_pods, wait_until
 from tests.e2e.test_operator import (
     SELECTOR,
@@ -36,10 +38,8 @@ from tests.e2e.test_operator import (
     ready_replicas,
     workers_seen,
 )
-from tests.pipeline import corpus
 from tests.pipeline.conftest import create_file_record, file_row, request_upload, upload_request
 from tests.support.harness import insert, query
-from tests.support.s3 import SeaweedS3
 
 
 def install_operator(cluster: Cluster, namespace: str, tmp_path: Path) -> None:

@@ -28,11 +28,11 @@ import requests
 import yaml
 from civic_runner.migrate import LATEST, MAIN
 
-from tests.pipeline import corpus
+from devenv import corpus
+from devenv.pg import PostgresServer, free_port
+from devenv.s3 import SeaweedS3
 from tests.pipeline.conftest import create_file_record, file_row, request_upload, upload_request
 from tests.support.harness import http_ok, wait_for
-from tests.support.pg import PostgresServer, free_port
-from tests.support.s3 import SeaweedS3
 
 pytestmark = pytest.mark.images
 

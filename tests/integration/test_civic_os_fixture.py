@@ -11,10 +11,10 @@ import psycopg
 import pytest
 from civic_runner.migrate import Migrator
 
+from devenv import civic_os
+from devenv.pg import PostgresServer
 from tests.conftest import REFERENCE
-from tests.support import civic_os
 from tests.support.catalog import read_catalog
-from tests.support.pg import PostgresServer
 
 pytestmark = pytest.mark.integration
 

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from devenv.pg import PostgresServer
 from tests.support.harness import RunnerProcess, insert, job, migrate, query, wait_for
-from tests.support.pg import PostgresServer
 
 pytestmark = pytest.mark.integration
 

@@ -12,8 +12,8 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from devenv.pg import free_port
 from tests.support.harness import RunnerProcess, insert, job, migrate, wait_for
-from tests.support.pg import free_port
 
 pytestmark = pytest.mark.integration
 

@@ -9,8 +9,8 @@ from collections.abc import Iterator
 import psycopg
 import pytest
 
-from tests.support.pg import PostgresServer
-from tests.support.s3 import SeaweedS3
+from devenv.pg import PostgresServer
+from devenv.s3 import SeaweedS3
 
 pytestmark = pytest.mark.integration
 

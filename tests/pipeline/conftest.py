@@ -15,8 +15,8 @@ from civic_runner.job import Job, JobContext
 from civic_runner.pipeline import Pipeline
 from civic_runner.pipeline.config import PipelineConfig, from_env
 
+from devenv.s3 import SeaweedS3
 from tests.support.harness import migrate
-from tests.support.s3 import SeaweedS3
 
 SCHEMA = "metadata"
 

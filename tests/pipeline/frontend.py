@@ -9,8 +9,8 @@ import uuid
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from devenv import civic_os
 from tests.pipeline import conftest as project
-from tests.support import civic_os
 from tests.support.harness import migrate
 
 ENTITY = "issues"

@@ -20,13 +20,12 @@ import pytest
 from civic_runner.pipeline import Pipeline
 from civic_runner.registry import Registry
 
-from tests.pipeline import corpus
+from devenv import civic_os, corpus
+from devenv.s3 import SeaweedS3
 from tests.pipeline.conftest import file_row, make_config
 from tests.pipeline.frontend import CivicOsV070
 from tests.pipeline.test_end_to_end import CLAIMED_FAST, POLL, claim_lags, thumbnails_settled, upload_as_the_frontend
-from tests.support import civic_os
 from tests.support.harness import InProcessRunner, query, wait_for
-from tests.support.s3 import SeaweedS3
 
 pytestmark = pytest.mark.integration
 DOC = Path(__file__).resolve().parents[2] / "docs" / "civic-os.md"
@@ -224,9 +223,9 @@ def test_the_docs_requeue_recovers_files_the_go_worker_left_pending(s3_server: S
 def test_connected_as_authenticator_the_runner_says_why_it_is_not_ready(civic: CivicOsV070, tmp_path: Path) -> None:
     """Civic OS's docs show an `authenticator` URL; that role may not even use schema metadata. The
     runner must stay live, answer /readyz 503 with the reason, and log it (not restart-loop silently)."""
+    from devenv.pg import free_port
     from tests.integration.test_startup_readiness import get, logged_errors, readyz_saying
     from tests.support.harness import RunnerProcess
-    from tests.support.pg import free_port
 
     port = free_port()
     log = tmp_path / "runner.log"

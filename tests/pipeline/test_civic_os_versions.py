@@ -11,13 +11,12 @@ import pytest
 from civic_runner.pipeline import Pipeline
 from civic_runner.registry import Registry
 
-from tests.pipeline import corpus
+from devenv import civic_os, corpus
+from devenv.s3 import SeaweedS3
 from tests.pipeline.conftest import make_config
 from tests.pipeline.frontend import CivicOsV070
 from tests.pipeline.test_end_to_end import CLAIMED_FAST, POLL, claim_lags, thumbnails_settled, upload_as_the_frontend
-from tests.support import civic_os
 from tests.support.harness import InProcessRunner, query
-from tests.support.s3 import SeaweedS3
 
 pytestmark = pytest.mark.integration
 

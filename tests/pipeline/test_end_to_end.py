@@ -23,11 +23,11 @@ from civic_runner.pipeline import Pipeline
 from civic_runner.pipeline.keys import bucket_and_key_from_url
 from civic_runner.registry import Registry
 
-from tests.pipeline import corpus
+from devenv import corpus
+from devenv.s3 import SeaweedS3
 from tests.pipeline.conftest import file_row, make_config
 from tests.pipeline.frontend import SCHEMAS, Frontend, make_frontend
 from tests.support.harness import InProcessRunner, RunnerProcess, query, wait_for
-from tests.support.s3 import SeaweedS3
 
 pytestmark = pytest.mark.integration
 FRONTEND_BUDGET = 10.0  # 20 polls x 500 ms, then the frontend gives up

@@ -13,8 +13,8 @@ from civic_runner.errors import PermanentError
 from civic_runner.pipeline import Pipeline
 from civic_runner.pipeline.keys import bucket_and_key_from_url
 
+from devenv.s3 import SeaweedS3
 from tests.pipeline.conftest import ctx_for, fake_job, make_config, request_upload, upload_request
-from tests.support.s3 import SeaweedS3
 
 pytestmark = pytest.mark.integration
 

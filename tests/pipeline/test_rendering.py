@@ -14,7 +14,7 @@ from civic_runner.pipeline.config import Fit, ThumbnailSettings
 from civic_runner.pipeline.errors import InputError
 from civic_runner.pipeline.plan import expected_size
 
-from tests.pipeline import corpus
+from devenv import corpus
 
 pytestmark = pytest.mark.integration
 

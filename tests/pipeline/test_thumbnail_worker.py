@@ -19,10 +19,10 @@ from civic_runner.pipeline.keys import original_key, uuid7
 from civic_runner.pipeline.storage import StorageUnavailable
 from psycopg.types.json import Jsonb
 
-from tests.pipeline import corpus
+from devenv import corpus
+from devenv.pg import free_port
+from devenv.s3 import SeaweedS3
 from tests.pipeline.conftest import create_file_record, ctx_for, fake_job, file_row, make_config
-from tests.support.pg import free_port
-from tests.support.s3 import SeaweedS3
 
 pytestmark = pytest.mark.integration
 BUCKET = "civic-os-files"

@@ -25,7 +25,7 @@ __all__ = ["ControlPlaneError", "LocalControlPlane"]
 
 log = logging.getLogger(__name__)
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+REPO_ROOT = Path(__file__).resolve().parents[1]
 _SCRIPTS = REPO_ROOT / "scripts" / "k8s"
 
 

@@ -1,4 +1,4 @@
-"""A Civic OS v0.70 database for tests (tests/fixtures/civic_os_v070) and PostgREST-like access to it.
+"""A Civic OS v0.70 database (the fixture in tests/fixtures/civic_os_v070) and PostgREST-like access to it.
 
 `install()` applies the fixture to a fresh database as superuser; `rpc()` and `select_files()` call it
 the way the frontend does through PostgREST: connected as `authenticator`, switched to `web_anon` or
@@ -20,7 +20,7 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
-FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "civic_os_v070"
+FIXTURE = Path(__file__).resolve().parents[1] / "tests" / "fixtures" / "civic_os_v070"
 VERIFY_SQL = FIXTURE / "verify_river.sql"
 
 Role = Literal["authenticated", "web_anon"]

@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from tests.support.pg import free_port
+from devenv.pg import free_port
 
 log = logging.getLogger(__name__)
 

@@ -1,7 +1,7 @@
 """The clusters the e2e tests run on, behind one interface, so the test bodies are shared:
 
 - `local` (default, what CI runs): a real kube-apiserver/etcd/controller-manager/scheduler started by
-  kwokctl's binary runtime (tests/cluster/controlplane.py), fake kwok nodes for what needs many pods
+  kwokctl's binary runtime (devenv/controlplane.py), fake kwok nodes for what needs many pods
   (or none running: they run no containers), and one REAL node (scripts/k8s/real-node.sh: kubelet +
   containerd) where pods that ask for it (`real_pod_placement`) run as containers of the built images.
 - `kind` (opt-in, `--cluster=kind`, needs Docker and kind): pytest-kind(-ng) creates the cluster, both
@@ -27,9 +27,9 @@ from typing import Any, Protocol
 
 import yaml
 
-from tests.cluster.controlplane import LocalControlPlane
+from devenv.controlplane import LocalControlPlane
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[1]
 CHART = ROOT / "charts" / "civic-workers"
 REAL_NODE_SCRIPT = ROOT / "scripts" / "k8s" / "real-node.sh"
 REAL_NODE = "civic-real"
