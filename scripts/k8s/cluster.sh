@@ -17,7 +17,8 @@
 #
 # Env: CIVIC_CACHE (default ~/.cache/civic-workers), CIVIC_KWOK_WORKDIR
 # (default $CIVIC_CACHE; clusters live in <workdir>/clusters/<name>),
-# CIVIC_CLUSTER_NAME (default civic), CIVIC_K8S_NODES (default 2).
+# CIVIC_CLUSTER_NAME (default civic), CIVIC_K8S_NODES (default 2), CIVIC_KUBE_AUDIT_POLICY (an audit
+# policy file: the API server logs what it names to <cluster dir>/logs/audit.log).
 set -euo pipefail
 
 SCRIPT_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -124,6 +125,11 @@ componentsPatches:
   - key: kubelet-preferred-address-types
     value: InternalIP
 EOF
+  # An audit log of the requests the policy names (bench/fleet_scale.py counts the operator's); clusters
+  # without one keep the config they were created with.
+  if [[ -n "${CIVIC_KUBE_AUDIT_POLICY:-}" ]]; then
+    sed -i "s|^  enableMetricsServer: false\$|&\n  kubeAuditPolicy: ${CIVIC_KUBE_AUDIT_POLICY}|" "$KWOKCTL_CONFIG"
+  fi
 }
 
 healthy() {

@@ -1,0 +1,361 @@
+"""The operator at fleet scale: N CivicWorkerPools on the local control plane with kwok's fake nodes (fake
+pods, no runner processes), queue depth driven synthetically in PostgreSQL. Measured per N:
+
+- decision latency: from the commit of a new depth (with River's insert notification) to each pool's
+  spec.replicas reaching the replicas that depth asks for, p50/p99/max per round;
+- API requests the operator makes (the API server's audit log, filtered to its ServiceAccount): per second
+  while idle, and per decision in a round;
+- the operator process's CPU (utime + stime) and RSS, and the database transactions it causes.
+
+    python -m bench.fleet_scale [--pools 10,100,200] [--rounds 4] [--max-replicas 20] [--idle-seconds 30]
+
+Pools scale in one step (scaleUp.pods = maxReplicas, no scale-down window, cooldown 0) so the latency is
+the operator's and not the policy's rate limits. A dedicated cluster `civic-fleet` (4 fake nodes, audit log
+on) is created on first use and kept; the namespace `fleet` is recreated per N.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import kubernetes
+import psycopg
+import yaml
+
+from bench.common import ROOT, fresh_db, log, machine, start_postgres
+from devenv.clusters import LocalCluster
+from devenv.controlplane import LocalControlPlane
+from devenv.pg import free_port
+
+NAMESPACE = "fleet"
+CLUSTER = "civic-fleet"
+AUDIT_POLICY = ROOT / "bench" / "fleet" / "audit-policy.yaml"
+TARGET_PER_REPLICA = 10
+GROUP, VERSION, PLURAL = "workers.civic-os.org", "v1alpha1", "civicworkerpools"
+
+
+class FleetCluster(LocalCluster):
+    """The local control plane without the real node: every pod is a kwok fake."""
+
+    real_node = None
+
+    def __init__(self) -> None:
+        os.environ["CIVIC_KUBE_AUDIT_POLICY"] = str(AUDIT_POLICY)
+        self.cp = LocalControlPlane(name=CLUSTER, nodes=4)
+
+    def up(self, test_image: bool = False) -> None:
+        self.cp.up()
+
+    @property
+    def audit_log(self) -> Path:
+        return self.cp.kubeconfig.parent / "logs" / "audit.log"
+
+
+def pool_manifest(index: int, max_replicas: int) -> dict[str, Any]:
+    return {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": "CivicWorkerPool",
+        "metadata": {"name": f"pool-{index:03d}", "namespace": NAMESPACE},
+        "spec": {
+            "queues": [f"q{index:03d}"],
+            "concurrency": 1,
+            "image": "civic-runner:dev",
+            "database": {"secretRef": {"name": "civic-db"}},
+            "autoscaling": {
+                "minReplicas": 0,
+                "maxReplicas": max_replicas,
+                "targetPerReplica": TARGET_PER_REPLICA,
+                "cooldownSeconds": 0,
+                "scaleUp": {"pods": max_replicas},
+                "scaleDown": {"stabilizationWindowSeconds": 0, "pods": max_replicas},
+            },
+        },
+    }
+
+
+def next_targets(rng: random.Random, previous: list[int], max_replicas: int) -> list[int]:
+    """A new replica count per pool, each far enough from the last (> the 10 % tolerance) to be a decision."""
+    out = []
+    for prev in previous:
+        choices = [r for r in range(max_replicas + 1) if (prev == 0 and r > 0) or (prev and abs(r / prev - 1) > 0.15)]
+        out.append(rng.choice(choices))
+    return out
+
+
+def set_depths(url: str, targets: list[int]) -> float:
+    """Replace every queue's jobs with targets[i] x TARGET_PER_REPLICA available ones, in one transaction that
+    also sends River's insert notification per queue; returns the commit's wall time."""
+    with psycopg.connect(url) as conn:
+        conn.execute("DELETE FROM metadata.river_job")
+        conn.execute(
+            """INSERT INTO metadata.river_job (kind, args, queue, max_attempts)
+               SELECT 'benchmark', '{}'::jsonb, format('q%%s', lpad((i - 1)::text, 3, '0')), 25
+               FROM unnest(%s::int[]) WITH ORDINALITY AS t(n, i), generate_series(1, n)""",
+            ([t * TARGET_PER_REPLICA for t in targets],),
+        )
+        for i in range(len(targets)):
+            conn.execute(
+                "SELECT pg_notify('metadata.river_insert', json_build_object('queue', %s::text)::text)",
+                (f"q{i:03d}",),
+            )
+        conn.commit()
+        return time.time()
+
+
+class ReplicaWatch:
+    """Every spec.replicas each pool has had and when (a watch, so the measurement does not poll the API)."""
+
+    def __init__(self, kubeconfig: Path) -> None:
+        self.seen: dict[str, list[tuple[float, int]]] = {}
+        self.evaluated: set[str] = set()
+        self._lock = threading.Lock()
+        client = kubernetes.config.new_client_from_config(str(kubeconfig))
+        self._api = kubernetes.client.CustomObjectsApi(client)
+        self._stop = False
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop:
+            try:
+                self._stream()
+            except kubernetes.client.ApiException as exc:  # e.g. 504 "too large resource version": list again
+                log(f"  (watch restarted: {exc.status} {exc.reason})")
+                time.sleep(0.5)
+
+    def _stream(self) -> None:
+        watch = kubernetes.watch.Watch()
+        for event in watch.stream(
+            self._api.list_namespaced_custom_object, GROUP, VERSION, NAMESPACE, PLURAL, timeout_seconds=60
+        ):
+            obj, now = event["object"], time.time()
+            name = obj["metadata"]["name"]
+            with self._lock:
+                history = self.seen.setdefault(name, [])
+                replicas = int((obj.get("spec") or {}).get("replicas") or 0)
+                if not history or history[-1][1] != replicas:
+                    history.append((now, replicas))
+                if (obj.get("status") or {}).get("lastEvaluationTime"):
+                    self.evaluated.add(name)
+            if self._stop:
+                return
+
+    def reached(self, name: str, replicas: int, since: float) -> float | None:
+        with self._lock:
+            for at, value in self.seen.get(name, []):
+                if at >= since and value == replicas:
+                    return at
+        return None
+
+    def stop(self) -> None:
+        self._stop = True
+
+
+class ProcessMeter:
+    """CPU seconds and RSS of one process from /proc (the operator is a single Python process)."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self._tick = os.sysconf("SC_CLK_TCK")
+
+    def cpu_seconds(self) -> float:
+        fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / self._tick
+
+    def rss_mb(self, key: str = "VmRSS") -> float:
+        for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
+            if line.startswith(key + ":"):
+                return int(line.split()[1]) / 1024
+        return 0.0
+
+
+def audit_requests(path: Path, start: float, end: float) -> dict[str, int]:
+    """The operator's completed requests received in [start, end), by verb (watches counted when they start)."""
+    counts: dict[str, int] = {}
+    with path.open() as f:
+        for line in f:
+            event = json.loads(line)
+            stage = event.get("stage")
+            verb = event.get("verb", "")
+            if not (stage == "ResponseComplete" or (stage == "ResponseStarted" and verb == "watch")):
+                continue
+            if stage == "ResponseComplete" and verb == "watch":
+                continue
+            received = _timestamp(event["requestReceivedTimestamp"])
+            if start <= received < end:
+                counts[verb] = counts.get(verb, 0) + 1
+    return counts
+
+
+def _timestamp(text: str) -> float:
+    from datetime import datetime
+
+    return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+
+
+def transactions(url: str) -> int:
+    with psycopg.connect(url, autocommit=True) as conn:
+        row = conn.execute(
+            "SELECT xact_commit + xact_rollback FROM pg_stat_database WHERE datname = current_database()"
+        ).fetchone()
+        return int(row[0]) if row else 0
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))]
+
+
+def run_fleet(cluster: FleetCluster, url: str, pools: int, args: argparse.Namespace, work: Path) -> dict[str, Any]:
+    cluster.kubectl("delete", "namespace", NAMESPACE, "--ignore-not-found", "--wait=true", "--timeout=300s")
+    cluster.kubectl("create", "namespace", NAMESPACE)
+    cluster.create_secret(NAMESPACE, "civic-db", {"DATABASE_URL": url})
+    kubeconfig = cluster.operator_kubeconfig(NAMESPACE, work)
+    items = [pool_manifest(i, args.max_replicas) for i in range(pools)]
+    manifests = {"apiVersion": "v1", "kind": "List", "items": items}
+    watch = ReplicaWatch(cluster.kubeconfig)
+    t_created = time.time()
+    cluster.kubectl("apply", "-f", "-", input=yaml.safe_dump(manifests))
+    op_log = (work / f"operator-{pools}.log").open("ab")
+    operator = subprocess.Popen(
+        [sys.executable, "-m", "civic_operator.main", "--standalone", "--namespace", NAMESPACE,
+         "--liveness-port", "0", "--metrics-port", str(free_port())],
+        env={**os.environ, "KUBECONFIG": str(kubeconfig), "PYTHONPATH": str(ROOT), "LOG_LEVEL": "INFO"},
+        stdout=op_log, stderr=op_log, cwd=ROOT,
+    )  # fmt: skip
+    meter = ProcessMeter(operator.pid)
+    result: dict[str, Any] = {"pools": pools, "rounds": []}
+    try:
+        deadline = time.time() + 300
+        while len(watch.evaluated) < pools:
+            if time.time() > deadline or operator.poll() is not None:
+                raise RuntimeError(f"{len(watch.evaluated)}/{pools} pools evaluated; see {op_log.name}")
+            time.sleep(0.2)
+        result["all_evaluated_s"] = round(time.time() - t_created, 2)
+        log(f"  {pools} pools: every pool evaluated {result['all_evaluated_s']} s after creation")
+        rng = random.Random(pools)
+        targets = [0] * pools
+        for round_no in range(1, args.rounds + 1):
+            targets = next_targets(rng, targets, args.max_replicas)
+            cpu0, tx0 = meter.cpu_seconds(), transactions(url)
+            t0 = set_depths(url, targets)
+            latencies: dict[str, float] = {}
+            deadline = t0 + 120
+            while len(latencies) < pools and time.time() < deadline:
+                for i, want in enumerate(targets):
+                    name = f"pool-{i:03d}"
+                    if name not in latencies and (at := watch.reached(name, want, t0)) is not None:
+                        latencies[name] = at - t0
+                time.sleep(0.1)
+            t1 = time.time()
+            time.sleep(2)  # the audit log is written asynchronously
+            requests = audit_requests(cluster.audit_log, t0, t1)
+            values = list(latencies.values())
+            entry = {
+                "round": round_no,
+                "decided": len(values),
+                "p50_s": round(percentile(values, 0.5), 3) if values else None,
+                "p99_s": round(percentile(values, 0.99), 3) if values else None,
+                "max_s": round(max(values), 3) if values else None,
+                "requests": sum(requests.values()),
+                "requests_by_verb": requests,
+                "cpu_s": round(meter.cpu_seconds() - cpu0, 2),
+                "db_transactions": transactions(url) - tx0,
+            }
+            result["rounds"].append(entry)
+            log(
+                f"  {pools} pools, round {round_no}: {entry['decided']}/{pools} decided, p50 {entry['p50_s']} s, "
+                f"p99 {entry['p99_s']} s, max {entry['max_s']} s; {entry['requests']} API requests, "
+                f"{entry['cpu_s']} CPU s"
+            )
+            if len(values) < pools:
+                raise RuntimeError(f"round {round_no}: {pools - len(values)} pools did not reach their replicas")
+        # Idle: depths unchanged, the operator only polls (every pollSeconds per pool).
+        time.sleep(3)
+        cpu0, tx0, t0 = meter.cpu_seconds(), transactions(url), time.time()
+        time.sleep(args.idle_seconds)
+        t1 = time.time()
+        cpu1, tx1 = meter.cpu_seconds(), transactions(url)
+        time.sleep(2)
+        idle = audit_requests(cluster.audit_log, t0, t1)
+        result["idle"] = {
+            "seconds": round(t1 - t0, 1),
+            "api_requests_per_s": round(sum(idle.values()) / (t1 - t0), 1),
+            "requests_by_verb": idle,
+            "cpu_percent": round(100 * (cpu1 - cpu0) / (t1 - t0), 1),
+            "db_transactions_per_s": round((tx1 - tx0) / (t1 - t0), 1),
+        }
+        result["rss_mb"] = round(meter.rss_mb(), 1)
+        result["peak_rss_mb"] = round(meter.rss_mb("VmHWM"), 1)
+        log(f"  {pools} pools idle: {result['idle']}, RSS {result['rss_mb']} MB (peak {result['peak_rss_mb']})")
+    finally:
+        operator.terminate()
+        try:
+            operator.wait(30)
+        except subprocess.TimeoutExpired:
+            operator.kill()
+        watch.stop()
+    return result
+
+
+def summary(results: list[dict[str, Any]]) -> str:
+    lines = [
+        "| pools | all evaluated after | decision p50 / p99 / max (median of rounds) | API req per decision | "
+        "idle API req/s (per pool) | idle CPU % | idle DB tx/s | RSS / peak MB |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in results:
+        rounds = r["rounds"]
+        med = {k: statistics.median(x[k] for x in rounds) for k in ("p50_s", "p99_s", "max_s")}
+        per_decision = statistics.median(x["requests"] / max(1, x["decided"]) for x in rounds)
+        idle = r["idle"]
+        lines.append(
+            f"| {r['pools']} | {r['all_evaluated_s']} s"
+            f" | {med['p50_s']:.3f} / {med['p99_s']:.3f} / {med['max_s']:.3f} s"
+            f" | {per_decision:.1f} | {idle['api_requests_per_s']} ({idle['api_requests_per_s'] / r['pools']:.2f})"
+            f" | {idle['cpu_percent']} | {idle['db_transactions_per_s']} | {r['rss_mb']} / {r['peak_rss_mb']} |"
+        )
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--pools", default="10,100,200")
+    parser.add_argument("--rounds", type=int, default=4)
+    parser.add_argument("--max-replicas", type=int, default=20)
+    parser.add_argument("--idle-seconds", type=float, default=30)
+    args = parser.parse_args()
+    log(f"machine: {machine()}")
+    cluster = FleetCluster()
+    log(f"control plane {CLUSTER} (audit log {cluster.audit_log})")
+    cluster.up()
+    cluster.kubectl("apply", "-f", str(ROOT / "crds" / "civicworkerpool.yaml"))
+    server = start_postgres()
+    results = []
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            for pools in (int(p) for p in args.pools.split(",")):
+                url = fresh_db(server, f"fleet{pools}")
+                results.append(run_fleet(cluster, url, pools, args, Path(tmp)))
+        cluster.kubectl("delete", "namespace", NAMESPACE, "--ignore-not-found", "--wait=false")
+    finally:
+        server.stop()
+    out = ROOT / "bench" / "out" / "fleet_scale.json"
+    out.parent.mkdir(exist_ok=True)
+    out.write_text(json.dumps({"machine": machine(), "results": results}, indent=2))
+    print(summary(results))
+
+
+if __name__ == "__main__":
+    main()
