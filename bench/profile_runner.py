@@ -29,7 +29,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from bench import burst
+from bench import burst, cpu
 from bench.common import ROOT, fresh_db, log, machine, start_postgres
 
 R = "civic_runner/"
@@ -48,7 +48,7 @@ PARTS: tuple[tuple[str, str, frozenset[str] | None], ...] = (
     ("worker + executor", R + "executor.py", None),
     ("worker + executor", "bench/kinds.py", None),
     ("completer bookkeeping", R + "completer.py", None),
-    ("producer: job start (task creation)", R + "producer.py", frozenset({"_start"})),
+    ("producer: job start (coroutine + Task creation)", R + "producer.py", frozenset({"_start"})),
     ("producer: job run wrapper", R + "producer.py", frozenset({"_work", "written", "_log_fields"})),
     ("producer: fetch loop, sweeper, upkeep", R + "producer.py", None),
     # Not civic_runner/ as a whole: cli.py (asyncio.run's caller) is at the root of every stack.
@@ -68,8 +68,13 @@ def split_frame(frame: str) -> tuple[str, str, str]:
     return m["func"].rsplit(".", 1)[-1], m["path"], m["line"]
 
 
+WAITING = "waiting in select (off CPU)"
+
+
 def attribute(frames: list[str]) -> str:
     parsed = [split_frame(f) for f in frames]
+    if parsed and parsed[-1][1].endswith("selectors.py"):
+        return WAITING  # the loop blocked in epoll: py-spy --nonblocking cannot tell it is idle
     for part, fragment, funcs in PARTS:
         for func, path, _ in parsed:
             if fragment in path and (funcs is None or func in funcs):
@@ -94,13 +99,24 @@ def breakdown(stacks: list[tuple[list[str], int]]) -> dict[str, int]:
     return dict(parts.most_common())
 
 
+def leaf(frames: list[str]) -> str:
+    """The innermost Python frame, shortened to dir/file:line func."""
+    func, path, line = split_frame(frames[-1])
+    return f"{'/'.join(Path(path).parts[-2:])}:{line} {func}"
+
+
 def top_leaves(stacks: list[tuple[list[str], int]], k: int = 20) -> list[tuple[str, int]]:
-    """The lines where samples were taken (the innermost Python frame), shortened to file:line func."""
     leaves: Counter[str] = Counter()
     for frames, n in stacks:
-        func, path, line = split_frame(frames[-1])
-        leaves[f"{'/'.join(Path(path).parts[-2:])}:{line} {func}"] += n
+        leaves[leaf(frames)] += n
     return leaves.most_common(k)
+
+
+def leaves_by_part(stacks: list[tuple[list[str], int]], k: int = 4) -> dict[str, list[tuple[str, int]]]:
+    by: dict[str, Counter[str]] = {}
+    for frames, n in stacks:
+        by.setdefault(attribute(frames), Counter())[leaf(frames)] += n
+    return {part: c.most_common(k) for part, c in by.items()}
 
 
 def scrape(port: int) -> dict[str, float]:
@@ -156,7 +172,9 @@ def profile(args: argparse.Namespace) -> dict[str, Any]:
             time.sleep(1.0)  # attached (idle samples are not recorded)
             before = [scrape(system.metrics_ports[p.pid]) for p in procs]
             committed = burst.insert_burst(url, args.jobs)
+            meter = cpu.Meter([p.pid for p in procs], cpu.postmaster_pid(server.data))
             burst.wait_drained(mon, "ours", procs, args.jobs, logs, 900)
+            window = meter.stop()
             after = [scrape(system.metrics_ports[p.pid]) for p in procs]
             for s in spies:
                 s.send_signal(signal.SIGINT)  # py-spy writes its file and exits
@@ -176,7 +194,9 @@ def profile(args: argparse.Namespace) -> dict[str, Any]:
         shutil.rmtree(logs, ignore_errors=True)
     stacks = [s for f in sorted(out_dir.glob("ours-*.txt")) for s in parse_collapsed(f.read_text())]
     parts = breakdown(stacks)
+    waiting = parts.pop(WAITING, 0)
     samples = sum(parts.values())
+    cpu_us = window.system / args.jobs * 1e6
     delta = [{k: a.get(k, 0.0) - b.get(k, 0.0) for k in a} for a, b in zip(after, before, strict=True)]
     return {
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
@@ -188,9 +208,15 @@ def profile(args: argparse.Namespace) -> dict[str, Any]:
         "rate_hz": args.rate,
         "jobs_per_s": args.jobs / seconds,
         "samples": samples,
-        # Sampled (on-CPU or runnable) time per job, all processes together: inflated on a loaded machine.
-        "sampled_us_per_job": samples / args.rate / args.jobs * 1e6,
-        "parts": {k: {"samples": v, "share": v / samples} for k, v in parts.items()},
+        "waiting_samples": waiting,
+        # The runner processes' own CPU time per job during the burst (user + system, all processes).
+        "cpu_us_per_job": cpu_us,
+        "db_cpu_us_per_job": window.database / args.jobs * 1e6,
+        # Shares of the samples taken on a CPU (or waiting for one); µs = share x the CPU time per job.
+        "parts": {
+            k: {"samples": v, "share": v / samples, "cpu_us_per_job": v / samples * cpu_us} for k, v in parts.items()
+        },
+        "lines_by_part": leaves_by_part([s for s in stacks if attribute(s[0]) != WAITING]),
         "top_lines": top_leaves(stacks),
         "round_trips": per_job(delta, args.jobs),
     }
@@ -199,15 +225,16 @@ def profile(args: argparse.Namespace) -> dict[str, Any]:
 def render(report: dict[str, Any]) -> str:
     lines = [
         f"{report['jobs']} jobs, {report['procs']} x {report['concurrency']}, log level {report['log_level']}: "
-        f"{report['jobs_per_s']:.0f} jobs/s; {report['samples']} samples at {report['rate_hz']} Hz "
-        f"({report['sampled_us_per_job']:.1f} sampled µs/job)",
+        f"{report['jobs_per_s']:.0f} jobs/s; runner CPU {report['cpu_us_per_job']:.1f} µs/job, PostgreSQL "
+        f"{report['db_cpu_us_per_job']:.1f} µs/job; {report['samples']} samples on CPU at {report['rate_hz']} Hz "
+        f"(+{report['waiting_samples']} waiting in select, left out)",
         "",
-        "| part | share | sampled µs/job |",
-        "|---|---|---|",
+        "| part | share | ≈ CPU µs/job | where (innermost lines) |",
+        "|---|---|---|---|",
     ]
-    us = report["sampled_us_per_job"]
     for part, v in report["parts"].items():
-        lines.append(f"| {part} | {v['share'] * 100:.1f} % | {v['share'] * us:.1f} |")
+        where = "; ".join(w for w, _ in report["lines_by_part"].get(part, [])[:3])
+        lines.append(f"| {part} | {v['share'] * 100:.1f} % | {v['cpu_us_per_job']:.1f} | {where} |")
     lines += ["", "top lines (innermost Python frame):"]
     lines += [f"  {n:6d}  {where}" for where, n in report["top_lines"]]
     lines += ["", "round trips: " + ", ".join(f"{k} {v:.2f}" for k, v in report["round_trips"].items())]

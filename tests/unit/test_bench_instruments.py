@@ -118,7 +118,7 @@ RUNNER = "/x/job-runner/src/civic_runner"
         ([f"execute ({RUNNER}/executor.py:95)", f"decode_problem ({RUNNER}/job.py:50)"], "job decoding"),
         ([f"_work ({RUNNER}/producer.py:290)", f"plan_completion ({RUNNER}/outcome.py:60)"], "outcome planning"),
         ([f"_work ({RUNNER}/producer.py:290)", "benchmark (/x/bench/kinds.py:9)"], "worker + executor"),
-        ([f"_start ({RUNNER}/producer.py:285)"], "producer: job start (task creation)"),
+        ([f"_start ({RUNNER}/producer.py:285)"], "producer: job start (coroutine + Task creation)"),
         ([f"_work ({RUNNER}/producer.py:280)"], "producer: job run wrapper"),
         ([f"run ({RUNNER}/watcher.py:90)"], "insert watcher"),
         (["_run_once (/usr/lib/python3.11/asyncio/base_events.py:1900)"], "event loop"),
@@ -136,7 +136,7 @@ RUNNER = "/x/job-runner/src/civic_runner"
         ),
         ([f"claim ({RUNNER}/driver.py:80)", "Connection.execute (/v/site-packages/psycopg/x.py:1)"], "claim statement"),
         (["getconn (/v/site-packages/psycopg_pool/pool_async.py:1)"], "psycopg, pool (other statements)"),
-        (["select (/usr/lib/python3.11/selectors.py:468)"], "event loop"),
+        (["_run_once (/a/asyncio/base_events.py:1)", "select (/a/selectors.py:468)"], profile_runner.WAITING),
         (["<module> (x.py:1)"], "other"),
     ],
 )
@@ -154,4 +154,4 @@ def test_parse_collapsed_and_breakdown() -> None:
     stacks = profile_runner.parse_collapsed(text)
     assert sum(n for _, n in stacks) == 100
     parts = profile_runner.breakdown(stacks)
-    assert parts == {"event loop": 60, "logging": 30, "producer: job run wrapper": 10}
+    assert parts == {profile_runner.WAITING: 60, "logging": 30, "producer: job run wrapper": 10}
