@@ -154,6 +154,30 @@ def summarize(runs: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
     return out
 
 
+COLUMNS = ("jobs_per_s", "cpu_s_per_1k", "db_cpu_s_per_1k", "db_share", "writes_per_1k", "others_busy_cores")
+
+
+def render(runs: dict[str, list[dict[str, Any]]], summary: dict[str, Any]) -> str:
+    """A Markdown table: one row per system and round, then the medians [min-max], then the ratios."""
+    lines = ["| system | round | " + " | ".join(COLUMNS) + " |", "|---|---|" + "---|" * len(COLUMNS)]
+    for name, rounds in runs.items():
+        for i, r in enumerate(rounds, 1):
+            cells = [f"{r[c]:.4g}" if c in r else "" for c in COLUMNS]
+            lines.append(f"| {name} | {i} | " + " | ".join(cells) + " |")
+        med = summary[name]
+        cells = [
+            f"{med[c]['median']:.4g} [{med[c]['min']:.4g}-{med[c]['max']:.4g}]" if c in med else "" for c in COLUMNS
+        ]
+        lines.append(f"| {name} | median [min-max] | " + " | ".join(cells) + " |")
+    ratio = summary.get("ratio_ours_river_go")
+    if ratio:
+        rounds_text = " / ".join(f"{x:.2f}" for x in ratio["rounds"])
+        lines.append(
+            f"\nours / river-go per round: {rounds_text}; median {ratio['median']:.2f}, min {ratio['min']:.2f}"
+        )
+    return "\n".join(lines)
+
+
 def one_run(
     name: str, url: str, args: argparse.Namespace, db_pid: int, systems: dict[str, burst.System]
 ) -> dict[str, Any]:
@@ -217,7 +241,7 @@ def main() -> None:
         "runs": runs,
     }
     args.out.write_text(json.dumps(report, indent=2))
-    print(json.dumps(report["summary"], indent=2))
+    print(render(runs, report["summary"]))
 
 
 if __name__ == "__main__":

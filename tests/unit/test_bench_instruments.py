@@ -155,3 +155,35 @@ def test_parse_collapsed_and_breakdown() -> None:
     assert sum(n for _, n in stacks) == 100
     parts = profile_runner.breakdown(stacks)
     assert parts == {profile_runner.WAITING: 60, "logging": 30, "producer: job run wrapper": 10}
+
+
+def test_render_has_a_row_per_round_the_medians_and_the_ratios() -> None:
+    runs = {
+        "ours": [{"jobs_per_s": 12.0, "cpu_s_per_1k": 0.05}, {"jobs_per_s": 10.0, "cpu_s_per_1k": 0.07}],
+        "river-go": [{"jobs_per_s": 10.0}, {"jobs_per_s": 20.0}],
+    }
+    text = throughput.render(runs, throughput.summarize(runs))
+    assert "| ours | 2 | 10 | 0.07 |" in text
+    assert "| ours | median [min-max] | 11 [10-12] | 0.06 [0.05-0.07] |" in text
+    assert text.endswith("ours / river-go per round: 1.20 / 0.50; median 0.85, min 0.50")
+
+
+def test_round_trips_per_job_from_the_runners_metrics() -> None:
+    a = {
+        'civic_runner_claims_total{queue="default"}': 10.0,
+        'civic_runner_claimed_jobs_total{queue="default"}': 8000.0,
+        "civic_runner_completer_batch_size_count": 4.0,
+        "civic_runner_completer_batch_size_sum": 6000.0,
+    }
+    b = {
+        **a,
+        'civic_runner_claims_total{queue="default"}': 2.0,
+        'civic_runner_claimed_jobs_total{queue="default"}': 2000.0,
+    }
+    rt = profile_runner.per_job([a, b], 10_000)
+    assert rt == {
+        "claims_per_1k_jobs": 1.2,
+        "jobs_per_claim": 10000 / 12,
+        "completion_statements_per_1k_jobs": 0.8,
+        "jobs_per_completion_statement": 1500.0,
+    }
