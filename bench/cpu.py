@@ -38,8 +38,8 @@ def parse_stat(text: str) -> ProcTimes:
 def tree_ticks(procs: Mapping[int, ProcTimes], root: int) -> int:
     """CPU ticks of root and its live descendants, including what they reaped (0 if root is gone)."""
     children: dict[int, list[int]] = {}
-    for p in procs.values():
-        children.setdefault(p.ppid, []).append(p.pid)
+    for t in procs.values():
+        children.setdefault(t.ppid, []).append(t.pid)
     total, todo, seen = 0, [root], set()
     while todo:
         pid = todo.pop()
