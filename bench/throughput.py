@@ -1,7 +1,20 @@
-"""No-op claim+complete throughput: our runner vs River's Go client (`river bench`), pgqueuer, and the
-same SQL driven by pgbench without Python (the ceiling). Burn-down of N pre-inserted jobs each.
+"""No-op claim+complete throughput: our runner against River v0.51.2's Go client, timed the same way.
 
-    python -m bench.throughput [--jobs 100000] [--only ours,river,pgqueuer,sql]
+    python -m bench.throughput [--jobs 100000] [--rounds 5] [--only ours,river-go,river-cli]
+                               [--procs 2] [--concurrency 1000] [--log-level LEVEL]
+                               [--river-workers 2000] [--river-fetch-cooldown 2ms] [--river-pool 20]
+
+`ours` and `river-go` (bench/river_peer: River's Go client) run burst rounds (bench/burst.py):
+started idle on a fresh database, handed N jobs in one insert with River's insert notification,
+timed from river_job (first attempted_at -> last finalized_at), with the CPU their processes and
+the PostgreSQL server used. Rounds interleave the systems (ours, river-go, ..., ours, river-go, ...)
+so that drift in the machine's load hits all alike; the report has the median, min and max, the
+ratio ours / river-go of each round and their median. Our runner runs at its shipped defaults (log
+level included) unless --log-level says otherwise.
+
+Kept for continuity, each timed its own way: `river-cli` (River v0.47's `river bench` CLI, its own
+"overall job/sec", jobs inserted beforehand), `pgqueuer` and `sql` (our claim and completion
+statements driven by pgbench, the ceiling), the last two on N pre-inserted jobs.
 """
 
 from __future__ import annotations
@@ -13,63 +26,16 @@ import os
 import re
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
-from bench.common import ROOT, count_state, fresh_db, insert_noop, log, machine, runner_env, start_postgres
+from bench import burst, cpu
+from bench.common import ROOT, count_state, fresh_db, insert_noop, log, machine, start_postgres
 
-
-def bench_ours(url: str, n: int, procs: int, concurrency: int) -> float:
-    insert_noop(url, n)
-    env = runner_env(url)
-    t0 = time.perf_counter()
-    runners = [
-        subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "civic_runner.cli",
-                "run",
-                "--queues",
-                f"default={concurrency}",
-                "--exit-when-idle",
-                "--idle-exit-after",
-                "1",
-                "--fetch-poll-interval",
-                "0.1",
-            ],
-            env=env,
-        )
-        for _ in range(procs)
-    ]
-    last, last_t = 0, t0
-    while count_state(url, "completed") < n:
-        time.sleep(0.5)
-        done = count_state(url, "completed")
-        now = time.perf_counter()
-        if now - last_t >= 2:
-            log(f"  ours: {done}/{n} completed ({(done - last) / (now - last_t):.0f} jobs/s)")
-            last, last_t = done, now
-        if all(r.poll() is not None for r in runners) and done < n:
-            raise RuntimeError("runners exited before the queue drained")
-    for r in runners:
-        r.wait(60)
-    return n / working_seconds(url)
-
-
-def working_seconds(url: str) -> float:
-    """From the first claim to the last completion, by the database's clock (excludes start-up,
-    as `river bench` and the pgqueuer timer do)."""
-    import psycopg
-
-    with psycopg.connect(url) as conn:
-        row = conn.execute(
-            "SELECT extract(epoch FROM max(finalized_at) - min(attempted_at)) FROM metadata.river_job"
-        ).fetchone()
-    assert row is not None
-    return float(row[0])
+BURST = ("ours", "river-go")
+ALIASES = {"river": "river-cli"}  # the name of `river bench`'s row before River's Go client joined
 
 
 def bench_river(url: str, n: int) -> float:
@@ -167,50 +133,115 @@ def bench_sql(url: str, n: int, clients: int = 4, batch: int = 100) -> float:
     return done / elapsed
 
 
+def summarize(runs: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
+    """Median, min and max of each figure per system; ours / river-go per round (same index) and their median."""
+    out: dict[str, Any] = {}
+    for name, rounds in runs.items():
+        figures = {k for r in rounds for k, v in r.items() if isinstance(v, (int, float))}
+        out[name] = {
+            k: {
+                "median": statistics.median(vals),
+                "min": min(vals),
+                "max": max(vals),
+            }
+            for k in sorted(figures)
+            if (vals := [r[k] for r in rounds if isinstance(r.get(k), (int, float))])
+        }
+    ours, peer = runs.get("ours", []), runs.get("river-go", [])
+    ratios = [o["jobs_per_s"] / p["jobs_per_s"] for o, p in zip(ours, peer, strict=False)]
+    if ratios:
+        out["ratio_ours_river_go"] = {"rounds": ratios, "median": statistics.median(ratios), "min": min(ratios)}
+    return out
+
+
+COLUMNS = ("jobs_per_s", "cpu_s_per_1k", "db_cpu_s_per_1k", "db_share", "writes_per_1k", "others_busy_cores")
+
+
+def render(runs: dict[str, list[dict[str, Any]]], summary: dict[str, Any]) -> str:
+    """A Markdown table: one row per system and round, then the medians [min-max], then the ratios."""
+    lines = ["| system | round | " + " | ".join(COLUMNS) + " |", "|---|---|" + "---|" * len(COLUMNS)]
+    for name, rounds in runs.items():
+        for i, r in enumerate(rounds, 1):
+            cells = [f"{r[c]:.4g}" if c in r else "" for c in COLUMNS]
+            lines.append(f"| {name} | {i} | " + " | ".join(cells) + " |")
+        med = summary[name]
+        cells = [
+            f"{med[c]['median']:.4g} [{med[c]['min']:.4g}-{med[c]['max']:.4g}]" if c in med else "" for c in COLUMNS
+        ]
+        lines.append(f"| {name} | median [min-max] | " + " | ".join(cells) + " |")
+    ratio = summary.get("ratio_ours_river_go")
+    if ratio:
+        rounds_text = " / ".join(f"{x:.2f}" for x in ratio["rounds"])
+        lines.append(
+            f"\nours / river-go per round: {rounds_text}; median {ratio['median']:.2f}, min {ratio['min']:.2f}"
+        )
+    return "\n".join(lines)
+
+
+def one_run(
+    name: str, url: str, args: argparse.Namespace, db_pid: int, systems: dict[str, burst.System]
+) -> dict[str, Any]:
+    if name in systems:
+        return burst.run_round(systems[name], url, args.jobs, db_pid, args.settle, keep_logs=args.keep_logs)
+    if name == "river-cli":
+        return {"jobs_per_s": bench_river(url, args.jobs)}
+    if name == "pgqueuer":
+        return {"jobs_per_s": bench_pgqueuer(url, args.jobs)}
+    if name == "sql":
+        return {"jobs_per_s": bench_sql(url, args.jobs)}
+    raise SystemExit(f"unknown system {name} (ours, river-go, river-cli, pgqueuer, sql)")
+
+
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__)
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--jobs", type=int, default=100_000)
-    ap.add_argument("--only", default="ours,river,pgqueuer,sql")
-    ap.add_argument("--procs", type=int, default=2, help="runner processes (one per core)")
-    ap.add_argument("--concurrency", type=int, default=1000, help="workers per runner process")
-    ap.add_argument("--repeat", type=int, default=3, help="runs per system; the median is reported")
+    ap.add_argument("--only", default="ours,river-go,river-cli")
+    ap.add_argument("--rounds", "--repeat", dest="rounds", type=int, default=5, help="interleaved rounds per system")
+    ap.add_argument("--procs", type=int, default=2, help="our runner processes (one per core)")
+    ap.add_argument("--concurrency", type=int, default=1000, help="workers per runner process (CIVIC_QUEUES)")
+    ap.add_argument("--log-level", default=None, help="our runner's LOG_LEVEL (default: as shipped)")
+    ap.add_argument("--river-workers", type=int, default=2000, help="River's MaxWorkers")
+    ap.add_argument("--river-fetch-cooldown", default="2ms", help="River's FetchCooldown (River's default: 100ms)")
+    ap.add_argument("--river-pool", type=int, default=20, help="River's pgxpool MaxConns")
+    ap.add_argument("--settle", type=float, default=1.0, help="seconds between a system's start and the insert")
+    ap.add_argument("--keep-logs", action="store_true", help="keep the systems' log files (path in the JSON)")
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "out" / "throughput.json")
     args = ap.parse_args()
+    names = [ALIASES.get(n, n) for n in args.only.split(",") if n]
+    systems: dict[str, burst.System] = {}
+    if "ours" in names:
+        systems["ours"] = burst.ours(args.procs, args.concurrency, args.log_level)
+    if "river-go" in names:
+        systems["river-go"] = burst.river_go(args.river_workers, args.river_fetch_cooldown, args.river_pool)
     server = start_postgres()
-    runs: dict[str, list[float]] = {}
-    names = args.only.split(",")
+    db_pid = cpu.postmaster_pid(server.data)
+    runs: dict[str, list[dict[str, Any]]] = {}
     try:
-        # Interleaved (ours, river, ... then again) so that drift in the machine's load hits all alike.
-        for i in range(args.repeat):
+        for i in range(args.rounds):
             for name in names:
-                url = fresh_db(server, f"bench_{name}_{i}")
-                log(f"{name} (run {i + 1}/{args.repeat}): burn-down of {args.jobs} no-op jobs")
-                if name == "ours":
-                    rate = bench_ours(url, args.jobs, args.procs, args.concurrency)
-                elif name == "river":
-                    rate = bench_river(url, args.jobs)
-                elif name == "pgqueuer":
-                    rate = bench_pgqueuer(url, args.jobs)
-                elif name == "sql":
-                    rate = bench_sql(url, args.jobs)
-                else:
-                    raise SystemExit(f"unknown system {name}")
-                runs.setdefault(name, []).append(rate)
-                log(f"{name}: {rate:.0f} jobs/s")
+                url = fresh_db(server, f"bench_{name.replace('-', '_')}_{i}")
+                log(f"{name} (round {i + 1}/{args.rounds}): {args.jobs} no-op jobs")
+                result = one_run(name, url, args, db_pid, systems)
+                runs.setdefault(name, []).append(result)
+                log(f"{name}: " + ", ".join(f"{k} {v:.4g}" for k, v in result.items() if isinstance(v, float)))
     finally:
         server.destroy()
     args.out.parent.mkdir(parents=True, exist_ok=True)
     report = {
-        "date": time.strftime("%Y-%m-%d %H:%M"),
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "machine": machine(),
         "jobs": args.jobs,
-        "procs": args.procs,
-        "concurrency": args.concurrency,
-        "jobs_per_s_median": {k: statistics.median(v) for k, v in runs.items()},
+        "ours": {"procs": args.procs, "concurrency": args.concurrency, "log_level": args.log_level or "shipped"},
+        "river_go": {
+            "workers": args.river_workers,
+            "fetch_cooldown": args.river_fetch_cooldown,
+            "pool": args.river_pool,
+        },
+        "summary": summarize(runs),
         "runs": runs,
     }
     args.out.write_text(json.dumps(report, indent=2))
-    print(json.dumps(report, indent=2))
+    print(render(runs, report["summary"]))
 
 
 if __name__ == "__main__":
