@@ -79,7 +79,11 @@ class Shell:
             cwd=ROOT, env=self.env(), capture_output=True, text=True, timeout=timeout,
         )  # fmt: skip
         self.ran.append((command, r))
-        assert r.returncode == 0, f"`{command}` exited {r.returncode}:\n{r.stdout[-2000:]}\n{r.stderr[-3000:]}"
+        if r.returncode != 0:
+            pods = self.cluster.kubectl("get", "pods", "-A", "-o", "wide", check=False)
+            raise AssertionError(
+                f"`{command}` exited {r.returncode}:\n{r.stdout[-2000:]}\n{r.stderr[-3000:]}\npods now:\n{pods}"
+            )
         return r.stdout
 
 
