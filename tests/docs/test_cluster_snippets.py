@@ -233,6 +233,16 @@ def test_readme_and_getting_started_cluster_path(
     out = sh.run(in_namespace(gs_install[2], ns), timeout=240)
     assert "Phase:" in out and "Succeeded" in out, out
 
+    # Inline commands of the same pages: the hook's log ("tells why" a migration failed: here, what it did),
+    # `kubectl explain cwp.spec`, and the other two examples ("also: pool-s3-signer.yaml, pool-jobs.yaml"),
+    # which the API server must accept (server-side dry run: their pods are not wanted here).
+    hook_log = sh.run(f"kubectl -n {ns} logs job/civic-civic-workers-migrate")  # `<release>` = civic
+    assert '"applied"' in hook_log and '"main"' in hook_log, hook_log
+    assert "queues" in sh.run("kubectl explain cwp.spec")
+    for example in ("pool-s3-signer.yaml", "pool-jobs.yaml"):
+        copy = example_pool_here(local_cluster, example, ns, tmp_path)
+        assert "created (server dry run)" in sh.run(f"kubectl apply --dry-run=server -f {copy}")
+
     # "The pool starts at zero pods; inserts on its queue scale it up."
     wait_for(lambda: pool_row(sh.run(get_cwp), "thumbnails").get("DESIRED") == "0", 60, what="DESIRED 0")
     file_id = upload_photo(url, pods_s3)
