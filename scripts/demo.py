@@ -227,11 +227,11 @@ def run_command(command: str, env: dict[str, str]) -> subprocess.CompletedProces
     )
 
 
-def look_around(cluster: LocalCluster) -> None:
+def look_around(cluster: LocalCluster, namespace: str = NAMESPACE, release: str = RELEASE) -> None:
     """What the commands a user would type say now: every line comes from the real pods."""
     env = shell_env(cluster.kubeconfig, cluster.cp.bin_dir)
     say(f"in a shell:  {shell_setup(cluster.kubeconfig, cluster.cp.bin_dir)}")
-    for command in look_commands():
+    for command in look_commands(namespace, release):
         r = run_command(command, env)
         show(command, r.stdout if r.returncode == 0 else r.stdout + r.stderr)
 

@@ -184,7 +184,12 @@ def json_lines(log: str) -> list[dict[str, object]]:
 
 
 def test_readme_and_getting_started_cluster_path(
-    local_cluster: LocalCluster, pods_pg: PostgresServer, pods_s3: SeaweedS3, namespaces: list[str], tmp_path: Path
+    local_cluster: LocalCluster,
+    pods_pg: PostgresServer,
+    pods_s3: SeaweedS3,
+    namespaces: list[str],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     ns = f"docs-{uuid.uuid4().hex[:8]}"
     namespaces.append(ns)
@@ -267,6 +272,21 @@ def test_readme_and_getting_started_cluster_path(
     assert "Scaled" in scaled_events and "0 → 1" in scaled_events, scaled_events
     assert any(e.get("event") == "scaled" for e in json_lines(operator_scaled)), operator_scaled
     assert any(e.get("event") == "thumbnails made" for e in json_lines(runner_made)), runner_made
+    # What the demo prints: the shell line to paste first (it must work in a shell that has neither
+    # variable), then each command with its output.
+    demo.look_around(local_cluster, namespace=ns, release="civic")
+    printed = capsys.readouterr().out
+    setup = next(ln.split("in a shell:", 1)[1].strip() for ln in printed.splitlines() if "in a shell:" in ln)
+    assert setup == demo.shell_setup(local_cluster.kubeconfig, local_cluster.cp.bin_dir)
+    bare = {"PATH": "/usr/bin:/bin", "HOME": str(Path.home())}
+    pasted = subprocess.run(
+        ["bash", "-c", f"{setup}; {demo.look_commands(ns)[0]}"], env=bare, capture_output=True, text=True, timeout=60
+    )
+    assert pasted.returncode == 0 and "thumbnails" in pasted.stdout, pasted.stderr
+    lines = printed.splitlines()
+    for command in shown:  # live state moves on: each printed with some output, not "(nothing)"
+        at = next(i for i, ln in enumerate(lines) if ln.endswith(f"] {command}"))
+        assert lines[at + 1].startswith("      ") and lines[at + 1].strip() != "(nothing)", printed
 
     # helm.md's ```sh helm-upgrade: the CRDs, then the release (--reuse-values keeps the placement).
     upgrade = block("docs/helm.md", "helm-upgrade")
