@@ -7,7 +7,8 @@ without a label, or with one SNIPPETS does not know, fails here; so does a fence
 
 Inline commands are checked for what can be checked without running them: every `civic-runner …` parses
 with civic-runner's own argument parser, every `make TARGET` is a target of the Makefile, and every
-`scripts/…` command names a file that exists and arguments that file knows.
+`scripts/…` command names a file that exists and arguments that file knows, and every inline kubectl, helm
+or kind verb is in INLINE_VERBS: run by a named test (its command lines or the blocks it reads), or not, and why.
 """
 
 from __future__ import annotations
@@ -217,3 +218,51 @@ def test_scripts_listed_exist() -> None:
         }
     )
     assert not missing, missing
+
+
+# Inline kubectl, helm and kind commands, by verb: where each is run, or why it is not. A verb the docs start
+# using that is not here fails (`-n NAMESPACE` before the verb is skipped).
+INLINE_VERBS: dict[tuple[str, str], Run | NotRun] = {
+    ("kubectl", "get"): Run("tests/docs/test_cluster_snippets.py"),
+    ("kubectl", "describe"): Run("tests/docs/test_cluster_snippets.py"),
+    ("kubectl", "logs"): Run("tests/docs/test_cluster_snippets.py"),
+    ("kubectl", "apply"): Run("tests/docs/test_cluster_snippets.py"),
+    ("kubectl", "explain"): Run("tests/docs/test_cluster_snippets.py"),
+    ("kubectl", "scale"): Run("tests/e2e/test_operator.py"),
+    ("kubectl", "delete"): NotRun("`kubectl delete crd` would delete every pool of the shared cluster"),
+    ("helm", "install"): Run("tests/docs/test_cluster_snippets.py"),
+    ("helm", "test"): Run("tests/docs/test_cluster_snippets.py"),
+    ("helm", "upgrade"): Run("tests/docs/test_cluster_snippets.py"),
+    ("helm", "uninstall"): Run("tests/docs/test_cluster_snippets.py"),
+    ("helm", "template"): Run("tests/chart/test_chart.py"),
+    ("helm", "package"): Run("tests/chart/test_chart.py"),
+    ("helm", "lint"): Run("tests/chart/test_chart.py"),
+    ("kind", "load"): NotRun("kind cannot run here (docs/testing.md, what this machine cannot prove)"),
+}
+
+
+def verb(span: str) -> tuple[str, str] | None:
+    words = span.split()
+    rest = words[1:]
+    while rest[:1] == ["-n"]:
+        rest = rest[2:]
+    return (words[0], rest[0]) if rest else None
+
+
+def test_inline_cluster_commands_are_accounted_for() -> None:
+    used = {}
+    for page, number, span in inline_commands("kubectl ", "helm ", "kind "):
+        v = verb(span)
+        if v:
+            used.setdefault(v, f"{page}:{number}: {span}")
+    unknown = {v: where for v, where in used.items() if v not in INLINE_VERBS}
+    assert not unknown, f"inline commands INLINE_VERBS does not account for: {unknown}"
+    blocks = {(page, words[1]): body for page, _, words, body in shell_blocks() if len(words) > 1}
+    for (program, name), entry in INLINE_VERBS.items():
+        if isinstance(entry, Run):
+            # What the test runs: its own command lines and arguments, and the blocks it reads.
+            runs = (ROOT / entry.test).read_text() + "".join(
+                blocks.get(key, "") for key, e in SNIPPETS.items() if e == entry
+            )
+            ran = re.search(rf"\b{program}( -n \S+)? {name}\b", runs) or f'"{name}"' in runs
+            assert ran, f"{entry.test} does not run {program} {name}"
