@@ -100,6 +100,15 @@ def user_env(pg_server: PostgresServer) -> dict[str, str]:
 MAKE = ["make", "--no-print-directory", "-o", "deps", "-o", "venv"]
 
 
+def useful_commands() -> list[str]:
+    """The inline `civic-runner …` commands of getting-started's "Useful commands against it" sentence."""
+    text = (ROOT / "docs" / "getting-started.md").read_text()
+    sentence = text[text.index("Useful commands against it") :].split("\n\n")[0]
+    commands = re.findall(r"`(civic-runner [^`]+)`", sentence)
+    assert len(commands) == 6, sentence
+    return commands
+
+
 def test_make_run_then_the_readme_commands(pg_server: PostgresServer, tmp_path: Path) -> None:
     pg_server.create_database(LOCALDB_NAME)
     url = pg_server.url(LOCALDB_NAME)
@@ -136,6 +145,21 @@ def test_make_run_then_the_readme_commands(pg_server: PostgresServer, tmp_path: 
         assert listed(again.stdout) == {i: ("completed", "default", "benchmark") for i in ids}, again.stdout
         depth = next(ln for ln in again.stdout.splitlines() if ln.strip().startswith("default "))
         assert depth.split()[1:] == ["completed=5"], again.stdout
+
+        # getting-started's "Useful commands against it", in the order given, on the first of the five jobs.
+        for command in useful_commands():
+            line = command.replace(" ID", f" {ids[0]}")
+            r = subprocess.run(
+                ["bash", "-c", f"{block().splitlines()[0]}\n.venv/bin/{line}"],
+                cwd=ROOT, env=env, capture_output=True, text=True, timeout=60, check=False,
+            )  # fmt: skip
+            assert r.returncode == 0, f"{line}: {r.stdout}{r.stderr}"
+            if " show " in line or " retry " in line:
+                assert f'"id": {ids[0]}' in r.stdout, (line, r.stdout)
+            if "--json" in line:
+                assert json.loads(r.stdout)
+            if " retry " in line:  # the completed job is available again: the runner works it once more
+                wait_for(lambda: states() == ["completed"] * 5, 10, what="the retried job completed again")
 
 
 def test_make_run_with_the_file_pipeline(pg_server: PostgresServer, tmp_path: Path) -> None:
