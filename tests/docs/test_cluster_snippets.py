@@ -8,9 +8,13 @@ kubectl and helm first on PATH. What changes from the text is the least that let
 through `in_namespace` and `substitute` calls written out below (a `substitute` that no longer applies fails):
 
 - the namespace `civic` becomes this test's own (the control plane is shared with other sessions);
-- the database URL and the S3 settings become the test's PostgreSQL and SeaweedFS (the text's are examples);
+- the database URL and the S3 settings become the test's PostgreSQL and SeaweedFS (the text's are examples):
+  README's Secret commands get them substituted; the Secret blocks of getting-started and helm.md run as
+  written in namespaces of their own (their Secrets are checked, not used), and helm.md's install finds
+  Secrets of the same names that the test made;
 - pods are placed on the real node (its taint keeps everything else on kwok's fake nodes, where nothing
-  runs): the chart gets `-f placement.yaml`, the example pool a copy with the same placement;
+  runs): the chart gets `-f placement.yaml` (and the pools' placement for helm.md's), the example pool a
+  copy with the same placement;
 - `kubectl logs … -f` loses `-f` (it would follow for ever).
 
 The demo's own install (`make demo`, 75 s with its burst) is not run: its `look_commands` run against this
