@@ -9,9 +9,10 @@ installs the Helm chart with Civic OS's two pools: the operator Deployment, the 
 every runner pod run as containers on the real node, so every column of `kubectl get cwp` (readiness
 from the runners' own /readyz) and every `kubectl logs` line is theirs. It plays a burst of uploads the
 way Civic OS's frontend does them (request an upload URL, PUT the bytes, record the file), shows queue
-depth, desired/ready replicas and thumbnails done every second, then what `kubectl get cwp`, the Scaled
-events and `kubectl logs` say. At the end (or on Ctrl-C) it uninstalls the release (the kubelet stops the
-pods with SIGTERM) and stops S3; the cluster, the real node and PostgreSQL stay for the next run.
+depth, desired/ready replicas and thumbnails done every second, then runs and prints the commands a user
+looks with (`look_commands`: `kubectl get cwp`, pods, the Scaled events, `kubectl logs`). At the end (or
+on Ctrl-C) it uninstalls the release (the kubelet stops the pods with SIGTERM) and stops S3; the cluster,
+the real node and PostgreSQL stay for the next run.
 
     python scripts/demo.py [--uploads 60] [--keep-running]
 """
@@ -21,6 +22,7 @@ from __future__ import annotations
 import argparse
 import concurrent.futures
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -44,7 +46,6 @@ RELEASE = "civic"
 OPERATOR = f"{RELEASE}-civic-workers-operator"
 POOL_LABEL = "workers.civic-os.org/pool"
 T0 = time.monotonic()
-STARTED = time.time()
 
 
 def say(msg: str) -> None:
@@ -190,32 +191,49 @@ def chart_values(work: Path) -> Path:
     return path
 
 
-def look_around(cluster: LocalCluster) -> None:
+def look_commands(namespace: str = NAMESPACE, release: str = RELEASE) -> list[str]:
+    """The commands the demo runs and prints after the burst, as a user would type them (with
+    `shell_setup`'s two variables set). tests/docs/test_cluster_snippets.py runs this same list."""
+    operator = f"deploy/{release}-civic-workers-operator"
+    return [
+        f"kubectl get cwp -n {namespace}",
+        f"kubectl get pods -n {namespace} -o wide",
+        f"kubectl get events -n {namespace} --field-selector reason=Scaled --sort-by=.lastTimestamp",
+        f"kubectl logs -n {namespace} {operator} | grep '\"scaled\"' | tail -4",
+        f"kubectl logs -n {namespace} -l {POOL_LABEL}=thumbnails --prefix --tail=200 --max-log-requests=8"
+        " | grep '\"thumbnails made\"' | tail -3",
+    ]
+
+
+# What the demo leaves running, and how to stop it (printed at the end; not run by any test: they take
+# down the control plane, node and database that other sessions share).
+STOP_COMMANDS = ["scripts/k8s/real-node.sh down", "scripts/k8s/cluster.sh down", "python scripts/localdb.py stop"]
+
+
+def shell_env(kubeconfig: Path, bin_dir: Path) -> dict[str, str]:
+    """The environment `look_commands` run in: this control plane's kubectl first on PATH."""
+    return {**os.environ, "KUBECONFIG": str(kubeconfig), "PATH": f"{bin_dir}:{os.environ.get('PATH', '')}"}
+
+
+def shell_setup(kubeconfig: Path, bin_dir: Path) -> str:
+    """The same, as a line to paste into a shell."""
+    return f"export KUBECONFIG={kubeconfig} PATH={bin_dir}:$PATH"
+
+
+def run_command(command: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """One of `look_commands` in bash, as a user's shell runs it (a pipeline fails when any part does)."""
+    return subprocess.run(
+        ["bash", "-o", "pipefail", "-c", command], env=env, cwd=ROOT, capture_output=True, text=True, timeout=60
+    )
+
+
+def look_around(cluster: LocalCluster, namespace: str = NAMESPACE, release: str = RELEASE) -> None:
     """What the commands a user would type say now: every line comes from the real pods."""
-    k = cluster.kubectl
-    show("kubectl get cwp -n civic-demo", k("get", "cwp", "-n", NAMESPACE))
-    show("kubectl get pods -n civic-demo -o wide", k("get", "pods", "-n", NAMESPACE, "-o", "wide"))
-    items = json.loads(k("get", "events", "-n", NAMESPACE, "--field-selector", "reason=Scaled", "-o", "json"))["items"]
-    since = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(STARTED))  # this run's (events outlive a release)
-    scaled_events = sorted(
-        (e["lastTimestamp"], e["involvedObject"]["name"], e["message"]) for e in items if e["lastTimestamp"] >= since
-    )
-    show(
-        "kubectl get events -n civic-demo --field-selector reason=Scaled  (this run's)",
-        "\n".join(f"{at}  {pool:<10}  {message}" for at, pool, message in scaled_events),
-    )
-    operator_log = k("logs", "-n", NAMESPACE, f"deploy/{OPERATOR}", check=False)
-    scaled = [line for line in operator_log.splitlines() if '"scaled"' in line][-4:]
-    show(f"kubectl logs -n civic-demo deploy/{OPERATOR} | grep scaled | tail -4", "\n".join(scaled))
-    runner_log = k(
-        "logs", "-n", NAMESPACE, "-l", f"{POOL_LABEL}=thumbnails", "--tail=200", "--prefix", "--max-log-requests=8",
-        check=False,
-    )  # fmt: skip
-    made = [line for line in runner_log.splitlines() if '"thumbnails made"' in line][-3:]
-    show(
-        f"kubectl logs -n civic-demo -l {POOL_LABEL}=thumbnails --prefix | grep 'thumbnails made' | tail -3",
-        "\n".join(made),
-    )
+    env = shell_env(cluster.kubeconfig, cluster.cp.bin_dir)
+    say(f"in a shell:  {shell_setup(cluster.kubeconfig, cluster.cp.bin_dir)}")
+    for command in look_commands(namespace, release):
+        r = run_command(command, env)
+        show(command, r.stdout if r.returncode == 0 else r.stdout + r.stderr)
 
 
 def migrated(cluster: LocalCluster) -> str:
@@ -302,14 +320,13 @@ def main() -> int:
             time.sleep(1)
         say(f"burst done in {time.monotonic() - burst:.1f} s. What the cluster says (all of it from real pods):")
         look_around(cluster)
-        env = f"KUBECONFIG={cluster.kubeconfig} {cluster.cp.bin_dir}/kubectl"
         if args.keep_running:
-            say(f"running until Ctrl-C; look around yourself, e.g.  {env} get cwp,pods -n {NAMESPACE}")
+            say(f"running until Ctrl-C; look around yourself, e.g.  kubectl get cwp,pods -n {NAMESPACE}")
             while True:
                 time.sleep(5)
                 say(progress(cluster, db))
         else:
-            say(f"(python scripts/demo.py --keep-running stays up to look around: {env} ...)")
+            say("(python scripts/demo.py --keep-running stays up to look around with those commands)")
     except KeyboardInterrupt:
         say("Ctrl-C: cleaning up")
     finally:
@@ -320,7 +337,7 @@ def main() -> int:
             s3.destroy()
         say(
             f"done in {time.monotonic() - T0:.0f} s. The control plane, the real node and PostgreSQL stay up "
-            "(scripts/k8s/real-node.sh down, scripts/k8s/cluster.sh down, python scripts/localdb.py stop)"
+            f"({', '.join(STOP_COMMANDS)})"
         )
     return 0
 

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Local Kubernetes control plane without Docker: real etcd, kube-apiserver,
 # kube-controller-manager and kube-scheduler run as plain processes (kwokctl
-# "binary" runtime); nodes and pods are faked by kwok-controller.
+# "binary" runtime); nodes and pods are faked by kwok-controller (scripts/k8s/real-node.sh adds one
+# real node, whose pods run as containers).
 #
 # Usage: scripts/k8s/cluster.sh up|down|kubeconfig|env|status|restart-apiserver
 #   up                 build binaries if needed, create (or reuse) the cluster,

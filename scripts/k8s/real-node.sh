@@ -3,7 +3,7 @@
 # with its own root, state and socket, never Docker's) + a CNI bridge on a host-only bridge + kube-proxy
 # (iptables) + CoreDNS (Service DNS), all host processes. Pods run as containers of the project's images,
 # loaded from the Docker engine; kwok's fake nodes stay for everything that needs many pods: the node is
-# tainted, so only pods that tolerate the taint land on it (see devenv/clusters.py, REAL_NODE_POD).
+# tainted, so only pods that tolerate the taint land on it (see real_pod_placement in devenv/clusters.py).
 #
 # Usage: scripts/k8s/real-node.sh up|down|status|load IMAGE...|name
 #   up      start the control plane (cluster.sh up) and the node; load civic-runner:dev and

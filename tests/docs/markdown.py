@@ -78,3 +78,41 @@ def anchors(text: str) -> set[str]:
         seen[base] = n + 1
         out.add(base if n == 0 else f"{base}-{n}")
     return out
+
+
+def fenced_blocks(text: str) -> list[tuple[int, list[str], str]]:
+    """Every fenced block: (line number of its opening fence, the info string's words, body)."""
+    out: list[tuple[int, list[str], str]] = []
+    lines = text.splitlines()
+    i = 0
+    while i < len(lines):
+        m = FENCE.match(lines[i].strip())
+        if not m:
+            i += 1
+            continue
+        fence, start, body = m.group(1), i, []
+        i += 1
+        while i < len(lines) and not (lines[i].strip().startswith(fence) and not lines[i].strip().strip(fence[0])):
+            body.append(lines[i])
+            i += 1
+        out.append((start + 1, m.group(2).split(), "\n".join(body) + "\n"))
+        i += 1
+    return out
+
+
+def shell_commands(block: str) -> list[str]:
+    """A shell block's commands, one per entry: continuation lines joined, blank and comment lines dropped."""
+    commands: list[str] = []
+    pending = ""
+    for raw in block.splitlines():
+        line = raw.strip()
+        if not pending and (not line or line.startswith("#")):
+            continue
+        if line.endswith("\\"):
+            pending += line[:-1].rstrip() + " "
+            continue
+        commands.append(pending + line)
+        pending = ""
+    if pending:
+        commands.append(pending.rstrip())
+    return commands

@@ -1,7 +1,10 @@
-"""Every SQL statement the runner's hot paths and maintenance use, against River's tables.
+"""The SQL of the runner's hot paths (claim, complete, notify), leader election and the maintenance
+services, against River's tables.
 
 Kept in one place (as River keeps its sqlc queries) so that compatibility with River's schema
-and semantics can be read and reviewed as a whole. Functions take an open async connection.
+and semantics can be read and reviewed as a whole. Functions take an open async connection. What is
+not here stays beside its only user: the insert watcher's scan (watcher.py), the reindexer's REINDEX
+(reindexer.py), the start-up access checks (access.py), and the commands' (admin.py, migrate.py).
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """The reindexer River's leader runs: rebuilds River's river_job indexes, which bloat on a busy table (the
 GIN indexes on args and metadata most), without blocking writes.
 
-River's defaults (shared/reference/river-0.51.md): daily at 00:00 UTC; per run, one index at a time,
+River's defaults (its riverreindexer as of v0.51.2): daily at 00:00 UTC; per run, one index at a time,
 `REINDEX INDEX CONCURRENTLY <schema>.<index>` with a 1 min timeout; a missing index is logged and skipped;
 before each, leftovers of an earlier failed concurrent reindex (`<index>_ccnew`, `_ccold`, with numeric
 suffixes: PostgreSQL's names for the copy it builds and the original it failed to drop) are dropped.

@@ -1,5 +1,5 @@
-"""The runner process: wires producers, completer, listener, elector and maintenance together,
-and owns start-up checks and graceful shutdown."""
+"""The runner process: wires producers, completer, notifier (LISTEN), insert watcher, elector and
+maintenance together, and owns start-up checks, the HTTP endpoints and graceful shutdown."""
 
 from __future__ import annotations
 

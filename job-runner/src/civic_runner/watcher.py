@@ -71,7 +71,7 @@ def advance(mark: Watermark, rows: list[tuple[int, str, str]], now: float) -> se
 
 
 class InsertWatcher:
-    """Runs on the notifier's connection between waits for notifications (see Notifier.on_tick)."""
+    """Runs on the notifier's connection between waits for notifications (the Notifier's `ticker`)."""
 
     def __init__(
         self,
