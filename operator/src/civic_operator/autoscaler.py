@@ -17,7 +17,7 @@ from typing import Any, cast
 
 import kopf
 
-from civic_operator import kube, manifests, metrics
+from civic_operator import kube, manifests, metrics, writes
 from civic_operator.listener import InsertListener
 from civic_operator.manifests import PoolRef
 from civic_operator.peering import PeeringView
@@ -79,6 +79,11 @@ class PoolAutoscaler:
 
     body: dict[str, Any] = field(default_factory=dict)  # the latest seen, kept fresh by the event handler
     stopped: asyncio.Event = field(default_factory=asyncio.Event)
+    # What runs, as the last apply returned it or the Deployment's watch events report it (None: unknown).
+    observed: dict[str, int] | None = None
+    _applied: writes.Written | None = None
+    _status: writes.Written | None = None
+    _sent: dict[str, Any] = field(default_factory=dict)  # every status field this autoscaler has written
 
     async def run(self) -> None:
         while not self.stopped.is_set():
@@ -102,8 +107,11 @@ class PoolAutoscaler:
     async def _may_act(self) -> bool:
         if self.peering is None or (await self.peering.current()).active:
             return True
-        # Another replica decides meanwhile; on taking over, start afresh (no sudden scale-down).
+        # Another replica decides meanwhile; on taking over, start afresh (no sudden scale-down) and
+        # write again what that replica may have changed.
         self.history = None
+        self._applied = self._status = None
+        self._sent = {}
         return False
 
     async def _database_url(self, spec: dict[str, Any]) -> str:
@@ -113,6 +121,47 @@ class PoolAutoscaler:
         url = await kube.secret_value(self.ref.namespace, ref["name"], ref.get("key", "DATABASE_URL"))
         self._secret = (time.monotonic(), url)
         return url
+
+    def observe_deployment(self, spec_replicas: int, replicas: int, ready: int) -> None:
+        """The pool's Deployment changed (pods became ready, or someone edited it): report it now, and
+        restore a replica count that is not the one this operator applied."""
+        applied = int((self.body.get("spec") or {}).get("replicas") or 0)
+        if spec_replicas != applied:
+            self._applied = None
+        seen = {"replicas": replicas, "readyReplicas": ready}
+        if seen != self.observed or self._applied is None:
+            self.observed = seen
+            self.wake.set()
+
+    def forget_deployment(self) -> None:
+        """The Deployment was deleted: the next round creates it again."""
+        self.observed = None
+        self._applied = None
+        self.wake.set()
+
+    async def _reconcile(self, spec: dict[str, Any]) -> dict[str, int]:
+        mode = str(spec.get("mode", "Deployment"))
+        manifest = writes.fingerprint(manifests.deployment(self.ref, spec)) if mode != "Job" else ""
+        now = time.monotonic()
+        if self.observed is not None and not writes.should_apply(
+            mode=mode, manifest=manifest, last=self._applied, observed=True, now=now
+        ):
+            return dict(self.observed)
+        running = await reconcile(self.ref, spec)
+        self._applied = writes.Written(manifest, now)
+        self.observed = dict(running) if mode != "Job" else None
+        return running
+
+    async def _write_status(self, patch: dict[str, Any]) -> None:
+        # Compared as the status would read after the merge patch, so a field sent once (lastScaleTime)
+        # and absent from later patches is no change.
+        merged = {**self._sent, **patch}
+        content = writes.fingerprint(merged, writes.VOLATILE_STATUS)
+        now = time.monotonic()
+        if writes.should_write_status(status=content, last=self._status, now=now):
+            await kube.patch_pool_status(self.ref.namespace, self.ref.name, patch)
+            self._status = writes.Written(content, now)
+            self._sent = merged
 
     def _on_insert(self, queues: list[str]) -> Any:
         def callback(queue: str) -> None:
@@ -179,9 +228,9 @@ class PoolAutoscaler:
                 patch.update(lastScaleTime=now_iso(), lastScaleReason=decision.reason)
             elif decision.degraded and _condition(status, "Degraded") != "True":
                 kopf.warn(cast(Any, body), reason="StatsUnavailable", message=decision.reason)
-        # Applied every round, not only on a change: it restores hand-edited Deployments, and in Job mode it
-        # starts the next Jobs as earlier ones finish. A no-op server-side apply is cheap.
-        running = await reconcile(self.ref, spec)
+        # Applied when the manifest changed, its state is unknown, or once a minute (writes.py); in Job mode
+        # every round, which starts the next Jobs as earlier ones finish.
+        running = await self._reconcile(spec)
         desired = int(spec.get("replicas") or 0)
         metrics.DESIRED.labels(*labels).set(desired)
         metrics.READY.labels(*labels).set(running["readyReplicas"])
@@ -210,7 +259,8 @@ class PoolAutoscaler:
             selector=manifests.selector_string(self.ref.name),
             lastEvaluationTime=now_iso(),
             conditions=conditions(
-                status.get("conditions") or [],
+                # Ours when we wrote some: the body can lag behind our last write by an event.
+                self._sent.get("conditions") or status.get("conditions") or [],
                 degraded=error or None,
                 enabled=policy.enabled,
                 ready=running["readyReplicas"],
@@ -220,7 +270,7 @@ class PoolAutoscaler:
         )
         if decision is not None:
             patch["recommendation"] = decision.recommendation
-        await kube.patch_pool_status(self.ref.namespace, self.ref.name, patch)
+        await self._write_status(patch)
 
 
 def _condition(status: dict[str, Any], ctype: str) -> str | None:

@@ -89,3 +89,23 @@ async def track(
         scalers[uid] = (scaler, asyncio.create_task(scaler.run(), name=f"autoscale-{namespace}/{name}"))
     else:
         current[0].body = dict(body)
+
+
+@kopf.on.event("apps", "v1", "deployments", labels={"app.kubernetes.io/managed-by": "civic-operator"})
+async def follow_deployment(event: kopf.RawEvent, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    """A pool's Deployment changed: its autoscaler hears of it at once (ready pods, a hand edit, a
+    deletion) instead of re-applying the Deployment every round to find out."""
+    scalers: dict[str, tuple[PoolAutoscaler, asyncio.Task[None]]] = memo.autoscalers
+    for owner in body.get("metadata", {}).get("ownerReferences") or []:
+        current = scalers.get(str(owner.get("uid")))
+        if current is None:
+            continue
+        if event.get("type") == "DELETED":
+            current[0].forget_deployment()
+        else:
+            status = body.get("status") or {}
+            current[0].observe_deployment(
+                int((body.get("spec") or {}).get("replicas") or 0),
+                int(status.get("replicas") or 0),
+                int(status.get("readyReplicas") or 0),
+            )

@@ -1,0 +1,131 @@
+"""Which writes a round needs (writes.py), and the autoscaler loop writing nothing while nothing changes."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import kopf
+import pytest
+from civic_operator import autoscaler, writes
+from civic_operator.autoscaler import PoolAutoscaler
+from civic_operator.manifests import PoolRef
+from civic_operator.scaling import QueueStats
+from civic_operator.writes import Written
+
+pytestmark = pytest.mark.unit
+
+
+@pytest.mark.parametrize(
+    ("mode", "manifest", "last", "observed", "now", "expected"),
+    [
+        ("Deployment", "a", None, True, 0.0, True),  # never applied
+        ("Deployment", "a", Written("a", 0.0), False, 1.0, True),  # what runs is unknown
+        ("Deployment", "a", Written("a", 0.0), True, 1.0, False),  # unchanged, known, recent
+        ("Deployment", "b", Written("a", 0.0), True, 1.0, True),  # the manifest changed
+        ("Deployment", "a", Written("a", 0.0), True, 60.0, True),  # resync: restores hand edits
+        ("Deployment", "a", Written("a", 0.0), True, 59.9, False),
+        ("Job", "", Written("", 0.0), True, 1.0, True),  # Job mode starts the next Jobs each round
+    ],
+)
+def test_should_apply(
+    mode: str, manifest: str, last: Written | None, observed: bool, now: float, expected: bool
+) -> None:
+    assert writes.should_apply(mode=mode, manifest=manifest, last=last, observed=observed, now=now) is expected
+
+
+@pytest.mark.parametrize(
+    ("status", "last", "now", "expected"),
+    [
+        ("s", None, 0.0, True),
+        ("s", Written("s", 0.0), 5.0, False),
+        ("t", Written("s", 0.0), 5.0, True),
+        ("s", Written("s", 0.0), 60.0, True),  # lastEvaluationTime is refreshed at least once a minute
+    ],
+)
+def test_should_write_status(status: str, last: Written | None, now: float, expected: bool) -> None:
+    assert writes.should_write_status(status=status, last=last, now=now) is expected
+
+
+def test_fingerprint_ignores_only_the_volatile_keys() -> None:
+    a = {"lastEvaluationTime": "2026-12-01T00:00:00Z", "depth": {"total": 3}}
+    b = {"lastEvaluationTime": "2026-12-01T00:00:05Z", "depth": {"total": 3}}
+    c = {"lastEvaluationTime": "2026-12-01T00:00:05Z", "depth": {"total": 4}}
+    ignore = writes.VOLATILE_STATUS
+    assert writes.fingerprint(a, ignore) == writes.fingerprint(b, ignore) != writes.fingerprint(c, ignore)
+    assert writes.fingerprint(a) != writes.fingerprint(b)
+
+
+class SteadyQueue:
+    def __init__(self) -> None:
+        self.available = 30
+        self.calls = 0
+
+    async def fetch(self, *_: Any, **__: Any) -> tuple[QueueStats, float]:
+        self.calls += 1
+        return QueueStats(available=self.available, running=0), 0.001
+
+
+class Listener:
+    def subscribe(self, *_: Any) -> None:
+        pass
+
+    def unsubscribe(self, *_: Any) -> None:
+        pass
+
+
+def test_idle_rounds_write_nothing_and_a_change_writes_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[str] = []
+
+    async def secret_value(*_: Any) -> str:
+        return "postgresql://example/db"
+
+    async def patch_pool(namespace: str, name: str, patch: dict[str, Any]) -> None:
+        calls.append(f"scale {patch['spec']['replicas']}")
+        body["spec"]["replicas"] = patch["spec"]["replicas"]  # as the pool's next watch event brings it
+
+    async def patch_pool_status(namespace: str, name: str, status: dict[str, Any]) -> None:
+        calls.append(f"status {status['depth']['total']}")
+
+    async def reconcile(ref: PoolRef, spec: dict[str, Any]) -> dict[str, int]:
+        calls.append(f"apply {spec.get('replicas')}")
+        return {"replicas": int(spec.get("replicas") or 0), "readyReplicas": 0}
+
+    monkeypatch.setattr(autoscaler.kube, "secret_value", secret_value)
+    monkeypatch.setattr(autoscaler.kube, "patch_pool", patch_pool)
+    monkeypatch.setattr(autoscaler.kube, "patch_pool_status", patch_pool_status)
+    monkeypatch.setattr(autoscaler, "reconcile", reconcile)
+    monkeypatch.setattr(kopf, "info", lambda *a, **k: None)
+    body = {
+        "metadata": {"name": "files", "namespace": "ns", "uid": "u1"},
+        "spec": {
+            "queues": ["files"],
+            "image": "civic-runner:dev",
+            "replicas": 3,
+            "database": {"secretRef": {"name": "db"}},
+            "autoscaling": {"maxReplicas": 10, "pollSeconds": 0.5},
+        },
+    }
+    stats = SteadyQueue()
+    scaler = PoolAutoscaler(PoolRef("files", "ns", "u1"), stats, Listener())  # type: ignore[arg-type]
+
+    async def rounds(n: int) -> None:
+        for _ in range(n):
+            await scaler.evaluate(body)
+
+    asyncio.run(rounds(5))
+    assert calls == ["apply 3", "status 30"], "the first round applies and reports; later idle rounds write nothing"
+    calls.clear()
+    stats.available = 60
+    asyncio.run(rounds(3))
+    assert calls == ["scale 6", "apply 6", "status 60"]
+    calls.clear()
+    scaler.body = body
+    scaler.observe_deployment(spec_replicas=2, replicas=2, ready=2)  # someone scaled the Deployment by hand
+    assert scaler.wake.is_set()
+    asyncio.run(rounds(1))
+    assert calls == ["apply 6"], "a hand edit of the replicas is restored at once"
+    calls.clear()
+    scaler.observe_deployment(spec_replicas=6, replicas=6, ready=6)  # the pods became ready
+    asyncio.run(rounds(1))
+    assert calls == ["status 60"], "readiness from the watch reaches the status without an apply"
