@@ -92,6 +92,7 @@ class PoolAutoscaler:
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     _secret: tuple[float, str] | None = None
     _budget_note: tuple[Any, ...] | None = None  # what the last ConnectionBudget event said
+    _written: tuple[int, int] | None = None  # (metadata.generation, spec.replicas) of our last patch
 
     body: dict[str, Any] = field(default_factory=dict)  # the latest seen, kept fresh by the event handler
     stopped: asyncio.Event = field(default_factory=asyncio.Event)
@@ -181,6 +182,14 @@ class PoolAutoscaler:
         metrics.STATS_LATENCY.labels(*labels).observe(seconds)
         return stats, ""
 
+    def _fresh_replicas(self, body: dict[str, Any], replicas: int) -> int:
+        """spec.replicas, unless the body predates our own last patch (a wake-up can come before the watch
+        delivers it): then what we wrote, so neither the decision nor the budget's ledger goes by a stale count."""
+        generation = (body.get("metadata") or {}).get("generation")
+        if self._written and isinstance(generation, int) and generation < self._written[0]:
+            return self._written[1]
+        return replicas
+
     async def _claim(
         self, spec: dict[str, Any], policy: Policy, wanted: int, current: int, cap: bool
     ) -> tuple[Grant, budget.Budget, str] | None:
@@ -258,7 +267,8 @@ class PoolAutoscaler:
         spec: dict[str, Any] = dict(body.get("spec") or {})
         status: dict[str, Any] = dict(body.get("status") or {})
         policy = Policy.from_spec(spec.get("autoscaling"))
-        current = int(spec.get("replicas") or 0)
+        current = self._fresh_replicas(body, int(spec.get("replicas") or 0))
+        spec["replicas"] = current
         now = time.time()
         stats, error = await self._measure(spec, policy)
         labels = (self.ref.namespace, self.ref.name)
@@ -273,7 +283,12 @@ class PoolAutoscaler:
                 decision = capped(decision, claimed[0].replicas, current, now, claimed[0].reason)
             self.history = decision.history
             if decision.replicas != current:
-                await kube.patch_pool(self.ref.namespace, self.ref.name, {"spec": {"replicas": decision.replicas}})
+                result = await kube.patch_pool(
+                    self.ref.namespace, self.ref.name, {"spec": {"replicas": decision.replicas}}
+                )
+                generation = ((result or {}).get("metadata") or {}).get("generation")
+                if isinstance(generation, int):
+                    self._written = (generation, decision.replicas)
                 spec["replicas"] = decision.replicas
                 direction = "up" if decision.replicas > current else "down"
                 metrics.DECISIONS.labels(*labels, direction).inc()

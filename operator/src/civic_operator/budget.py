@@ -151,17 +151,22 @@ class PoolDemand:
 def _fill(
     granted: dict[str, int], targets: dict[str, int], base: dict[str, int], per_pod: dict[str, int], left: int
 ) -> int:
-    """Give replicas one at a time to the pool furthest (proportionally) from its target."""
-    heap = [(Fraction(granted[p] - base[p], t - base[p]), p) for p, t in targets.items() if t > granted[p]]
+    """Give replicas one at a time to the pool furthest (proportionally) from its target; between equals,
+    to the one with fewer replicas, then by name."""
+
+    def key(p: str) -> tuple[Fraction, int, str]:
+        return Fraction(granted[p] - base[p], targets[p] - base[p]), granted[p], p
+
+    heap = [key(p) for p, t in targets.items() if t > granted[p]]
     heapq.heapify(heap)
     while heap:
-        _, p = heapq.heappop(heap)
+        p = heapq.heappop(heap)[2]
         if per_pod[p] > left:
             continue  # it does not fit; a smaller pod of another pool still may
         granted[p] += 1
         left -= per_pod[p]
         if granted[p] < targets[p]:
-            heapq.heappush(heap, (Fraction(granted[p] - base[p], targets[p] - base[p]), p))
+            heapq.heappush(heap, key(p))
     return left
 
 

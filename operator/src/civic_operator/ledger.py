@@ -115,9 +115,10 @@ class Ledger:
         self._limits[server] = (time.monotonic(), raw, error)
 
     def _from_server(self, server: str, me: Entry | None) -> bool:
-        """Read the server unless every pool on it that says so turns it off (the safe side wins)."""
-        group = [e for e in self._group(server) if e.server == server] + ([me] if me else [])
-        said = [e.from_server for e in group if e.from_server is not None]
+        """Read the server unless every pool on it turns it off, a pool that says nothing following the
+        operator's setting: the safe side wins."""
+        group = [e for e in self._group(server) if e.server == server and e is not me] + ([me] if me else [])
+        said = [self.settings.from_server if e.from_server is None else e.from_server for e in group]
         return any(said) if said else self.settings.from_server
 
     def budget_for(self, server: str, me: Entry | None = None) -> Budget:
