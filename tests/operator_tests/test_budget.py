@@ -232,3 +232,15 @@ def test_the_sum_never_exceeds_the_budget_whatever_order_pools_are_evaluated_in(
             assert sum(held.values()) * 4 <= 24, (order, step, held)
         # once everyone had a round after the change, every pool is at its fair share
         assert held == fair_shares([d(x, wanted[x]) for x in "abc"], 24), order
+
+
+def test_a_rate_limited_step_bounds_the_round_but_not_the_share() -> None:
+    """Shares follow what the load asks (wanted); this round's rate-limited step only bounds the grant, so a
+    pool's own scale-up limit never hands its share to the others."""
+    a = PoolDemand("a", 4, 0, 10, 0, step=2)  # asks for 10, may reach 2 this round
+    b = PoolDemand("b", 4, 0, 10, 0)
+    assert fair_shares([a, b], 24) == {"a": 3, "b": 3}
+    g = grant("a", [a, b], B24)
+    assert (g.replicas, g.share, g.limited) == (2, 3, False)  # the rate limit held it, not the budget
+    g = grant("b", [PoolDemand("a", 4, 0, 10, 2, step=2), b], B24)
+    assert (g.replicas, g.share, g.limited) == (3, 3, True)

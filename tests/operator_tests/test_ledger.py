@@ -201,3 +201,15 @@ def test_operator_flags(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("CONNECTION_BUDGET_FROM_SERVER", "false")
     assert ledger.settings_from_env() == BudgetSettings(60, 10, False)
     assert parse([]).connection_budget_from_server is False
+
+
+def test_a_budget_set_by_a_pool_not_placed_yet_holds_for_every_server() -> None:
+    """At start-up the pool that sets the budget may be evaluated after the others: until its Secret is
+    read, its value holds for every server, so the others never scale past it meanwhile."""
+    book, wakes = Ledger(BudgetSettings(from_server=False)), Wakes()
+    book.register("sets-it", demand("sets-it", 0), wakes.of("sets-it"), explicit=8)
+    g, found = claim(book, wakes, "a", 10, 0)
+    assert (found.connections, g.replicas) == (8, 2)
+    claim(book, wakes, "sets-it", 0, 0, url=OTHER_SERVER, explicit=8)  # placed: on another server after all
+    g, found = claim(book, wakes, "a", 10, 2)
+    assert (found.connections, g.replicas) == (None, 10)

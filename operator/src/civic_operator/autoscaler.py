@@ -97,7 +97,9 @@ class PoolAutoscaler:
     body: dict[str, Any] = field(default_factory=dict)  # the latest seen, kept fresh by the event handler
     stopped: asyncio.Event = field(default_factory=asyncio.Event)
 
-    def _demand(self, spec: dict[str, Any], policy: Policy, wanted: int, held: int) -> PoolDemand:
+    def _demand(
+        self, spec: dict[str, Any], policy: Policy, wanted: int, held: int, step: int | None = None
+    ) -> PoolDemand:
         return PoolDemand(
             f"{self.ref.namespace}/{self.ref.name}",
             budget.connections_per_pod(spec),
@@ -105,6 +107,7 @@ class PoolAutoscaler:
             wanted,
             held,
             autoscaled=policy.enabled,
+            step=step,
         )
 
     async def run(self) -> None:
@@ -112,7 +115,13 @@ class PoolAutoscaler:
             spec = dict(self.body.get("spec") or {})
             held = int(spec.get("replicas") or 0)
             policy = Policy.from_spec(spec.get("autoscaling"))
-            self.ledger.register(self.ref.uid, self._demand(spec, policy, held, held), self.wake.set)
+            explicit = (spec.get("database") or {}).get("connectionBudget")
+            self.ledger.register(
+                self.ref.uid,
+                self._demand(spec, policy, held, held),
+                self.wake.set,
+                int(explicit) if explicit is not None else None,
+            )
         try:
             await self._loop()
         finally:
@@ -191,9 +200,10 @@ class PoolAutoscaler:
         return replicas
 
     async def _claim(
-        self, spec: dict[str, Any], policy: Policy, wanted: int, current: int, cap: bool
+        self, spec: dict[str, Any], policy: Policy, wanted: int, current: int, cap: bool, step: int | None = None
     ) -> tuple[Grant, budget.Budget, str] | None:
-        """The budget's grant for `wanted` replicas (None: no ledger, or the pool's URL is unknown)."""
+        """The budget's grant for `wanted` replicas, at most `step` this round (None: no ledger, or the
+        pool's URL is unknown)."""
         if self.ledger is None or self._secret is None:
             return None
         url = self._secret[1]
@@ -204,7 +214,7 @@ class PoolAutoscaler:
         from_server = db.get("connectionBudgetFromServer")
         grant, found = self.ledger.claim(
             self.ref.uid,
-            self._demand(spec, policy, wanted, current),
+            self._demand(spec, policy, wanted, current, step),
             self.wake.set,
             server=server,
             url=url,
@@ -278,7 +288,14 @@ class PoolAutoscaler:
             if self.history is None:  # first sight (or operator restart): no sudden scale-down
                 self.history = History(seeded=(now, current), last_active=now if current else None)
             decision = decide(stats, policy, self.history, current, now, error)
-            claimed = await self._claim(spec, policy, decision.replicas, current, cap=not decision.degraded)
+            claimed = await self._claim(
+                spec,
+                policy,
+                max(decision.recommendation, decision.replicas),
+                current,
+                cap=not decision.degraded,
+                step=decision.replicas,
+            )
             if claimed is not None and claimed[0].replicas < decision.replicas:
                 decision = capped(decision, claimed[0].replicas, current, now, claimed[0].reason)
             self.history = decision.history

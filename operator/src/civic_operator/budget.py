@@ -143,9 +143,16 @@ class PoolDemand:
     pool: str  # "namespace/name": also the tie-breaker, so shares are deterministic
     per_pod: int  # connections one replica holds
     minimum: int
-    wanted: int  # replicas the scaling decision asks for
+    wanted: int  # replicas the load asks for (the decision's recommendation, or more while a window holds)
     held: int  # replicas the pool has now
     autoscaled: bool = True  # False: replicas are set by hand; counted, never capped
+    # The most this round may reach (the decision after its rate limits); None: `wanted`. Shares follow
+    # `wanted`, so that a pool's rate limit does not shrink its share of the budget from round to round.
+    step: int | None = None
+
+    @property
+    def upper(self) -> int:
+        return self.wanted if self.step is None else min(self.step, self.wanted)
 
 
 def _fill(
@@ -207,7 +214,7 @@ def grant(pool: str, demands: Sequence[PoolDemand], budget: Budget) -> Grant:
     wanted_conns = sum((d.wanted if d.autoscaled else d.held) * d.per_pod for d in demands)
     others_held = sum(d.held * d.per_pod for d in demands if d.pool != pool)
     if budget.connections is None or not me.autoscaled:
-        replicas = me.wanted if me.autoscaled else me.held
+        replicas = me.upper if me.autoscaled else me.held
         return Grant(
             replicas,
             me.wanted,
@@ -226,8 +233,8 @@ def grant(pool: str, demands: Sequence[PoolDemand], budget: Budget) -> Grant:
     shares = fair_shares(demands, budget.connections)
     share = shares[pool]
     free = max(budget.connections - others_held, 0) // me.per_pod
-    replicas = min(me.wanted, share, free)
-    limited = replicas < me.wanted
+    replicas = min(me.upper, share, free)
+    limited = replicas < me.upper
     over = tuple(sorted(d.pool for d in demands if d.pool != pool and d.held > shares[d.pool]))
     reason = ""
     if limited:
@@ -236,7 +243,7 @@ def grant(pool: str, demands: Sequence[PoolDemand], budget: Budget) -> Grant:
             f"{replicas} of {me.wanted} replicas x {me.per_pod} connections; {len(demands)} pool(s) on this "
             f"server want {wanted_conns}"
         )
-        if free < min(me.wanted, share):
+        if free < min(me.upper, share):
             reason += f"; {others_held} held by other pools, waiting for {', '.join(over) or 'them'} to scale down"
     return Grant(
         replicas,
@@ -250,5 +257,5 @@ def grant(pool: str, demands: Sequence[PoolDemand], budget: Budget) -> Grant:
         others_held + replicas * me.per_pod,
         limited,
         reason,
-        over if free < min(me.wanted, share) else (),
+        over if free < min(me.upper, share) else (),
     )

@@ -86,10 +86,11 @@ class Ledger:
     entries: dict[str, Entry] = field(default_factory=dict)
     _limits: dict[str, tuple[float, RawLimits | None, str]] = field(default_factory=dict)
 
-    def register(self, uid: str, demand: PoolDemand, wake: Callable[[], None]) -> None:
-        """A pool seen before its URL is known: its replicas count against every server meanwhile."""
+    def register(self, uid: str, demand: PoolDemand, wake: Callable[[], None], explicit: int | None = None) -> None:
+        """A pool seen before its URL is known: its replicas, and its budget if it sets one, count for every
+        server meanwhile (it may be on any of them)."""
         if uid not in self.entries:
-            self.entries[uid] = Entry(demand.pool, uid, demand, wake)
+            self.entries[uid] = Entry(demand.pool, uid, demand, wake, explicit=explicit)
 
     def forget(self, uid: str) -> None:
         gone = self.entries.pop(uid, None)
@@ -123,7 +124,8 @@ class Ledger:
 
     def budget_for(self, server: str, me: Entry | None = None) -> Budget:
         group = [e for e in self._group(server) if e.server == server and e is not me] + ([me] if me else [])
-        explicit = [e.explicit for e in group if e.explicit is not None]
+        unplaced = [e.explicit for e in self._group(server) if e.server is None and e.explicit is not None]
+        explicit = [e.explicit for e in group if e.explicit is not None] + unplaced
         value, source = (min(explicit), "pool") if explicit else (self.settings.connections, "operator")
         cached = self._limits.get(server)
         raw, error = (cached[1], cached[2]) if cached else (None, "")
