@@ -35,8 +35,11 @@ def demand(pool: str, wanted: int, held: int = 0, per_pod: int = 4, minimum: int
     return PoolDemand(pool, per_pod, minimum, wanted, held)
 
 
-def claim(book: Ledger, wakes: Wakes, pool: str, wanted: int, held: int, url: str = URL, **kw: Any) -> Any:
-    return book.claim(
+def claim(
+    book: Ledger, wakes: Wakes, pool: str, wanted: int, held: int, url: str = URL, settle: bool = True, **kw: Any
+) -> Any:
+    """A claim and, as the autoscaler does once it has written spec.replicas, its settling."""
+    result = book.claim(
         pool,
         demand(pool, wanted, held),
         wakes.of(pool),
@@ -47,6 +50,9 @@ def claim(book: Ledger, wakes: Wakes, pool: str, wanted: int, held: int, url: st
         from_server=kw.pop("from_server", None),
         **kw,
     )
+    if settle:
+        book.settle(pool, result[0].replicas)
+    return result
 
 
 def test_two_pools_converge_to_their_shares_and_never_exceed_the_budget() -> None:
@@ -213,3 +219,25 @@ def test_a_budget_set_by_a_pool_not_placed_yet_holds_for_every_server() -> None:
     claim(book, wakes, "sets-it", 0, 0, url=OTHER_SERVER, explicit=8)  # placed: on another server after all
     g, found = claim(book, wakes, "a", 10, 2)
     assert (found.connections, g.replicas) == (None, 10)
+
+
+def test_connections_a_pool_gives_back_are_free_only_once_its_new_count_is_written() -> None:
+    book, wakes = Ledger(BudgetSettings(connections=24, from_server=False)), Wakes()
+    claim(book, wakes, "a", 6, 0)
+    claim(book, wakes, "b", 6, 0)  # blocked: a holds all 24; a is woken
+    g, _ = claim(book, wakes, "a", 6, 6, settle=False)  # a shrinks to its share, its patch not written yet
+    assert g.replicas == 3
+    assert claim(book, wakes, "b", 6, 0, settle=False)[0].replicas == 0  # a's 12 are not free yet
+    wakes.woken.clear()
+    book.settle("a", 3)
+    assert wakes.woken == ["b"]  # now they are, and the pool waiting for them is woken
+    assert claim(book, wakes, "b", 6, 0)[0].replicas == 3
+
+
+def test_at_start_up_a_pool_not_evaluated_yet_keeps_its_share() -> None:
+    """The first pool evaluated does not take the whole budget while the others have not asked yet."""
+    book, wakes = Ledger(BudgetSettings(connections=24, from_server=False)), Wakes()
+    book.register("later", demand("later", 10), wakes.of("later"))  # its maxReplicas: 10
+    assert claim(book, wakes, "a", 10, 0)[0].replicas == 3
+    book.unplaced_grace = 0  # a Secret that never reads: it then counts with what it holds only
+    assert claim(book, wakes, "a", 10, 3)[0].replicas == 6

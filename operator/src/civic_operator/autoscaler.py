@@ -118,7 +118,7 @@ class PoolAutoscaler:
             explicit = (spec.get("database") or {}).get("connectionBudget")
             self.ledger.register(
                 self.ref.uid,
-                self._demand(spec, policy, held, held),
+                self._demand(spec, policy, policy.max_replicas if policy.enabled else held, held),
                 self.wake.set,
                 int(explicit) if explicit is not None else None,
             )
@@ -331,6 +331,8 @@ class PoolAutoscaler:
         if claimed is not None:
             patch["connectionBudget"] = self._report_budget(body, *claimed)
             budget_limit = claimed[0].reason if claimed[0].limited else None
+        if self.ledger is not None:
+            self.ledger.settle(self.ref.uid, int(spec.get("replicas") or 0))
         # Applied every round, not only on a change: it restores hand-edited Deployments, and in Job mode it
         # starts the next Jobs as earlier ones finish. A no-op server-side apply is cheap.
         running = await reconcile(self.ref, spec)

@@ -2,7 +2,9 @@
 the server's limits (read at most every LIMITS_TTL seconds), and the grant of budget.py for a pool.
 
 A claim is synchronous: it computes the grant and records the pool's new replicas in one step, so two
-pools evaluated at the same moment on the event loop can never both take the same free connections.
+pools evaluated at the same moment on the event loop can never both take the same free connections. A pool
+that shrinks keeps its old count until `settle` says its new spec.replicas is written, so no other pool grows
+into those connections before the shrink has even reached the API server.
 """
 
 from __future__ import annotations
@@ -21,6 +23,10 @@ from civic_operator.budget import Budget, Grant, PoolDemand, ServerLimits
 log = logging.getLogger("civic_operator.ledger")
 
 LIMITS_TTL = 10.0
+# A pool seen but not yet evaluated (its Secret not read) asks, for this long, for its maxReplicas: at start-up
+# the first pool evaluated does not take the whole budget only to give most of it back a moment later. After
+# that (a Secret that cannot be read) it counts with what it holds only.
+UNPLACED_GRACE = 10.0
 
 LIMITS_SQL = """
 SELECT current_setting('max_connections')::int,
@@ -77,6 +83,7 @@ class Entry:
     explicit: int | None = None
     from_server: bool | None = None
     limited: bool = False
+    registered: float = field(default_factory=time.monotonic)
 
 
 @dataclass
@@ -84,6 +91,7 @@ class Ledger:
     settings: BudgetSettings
     reader: LimitsReader | None = None
     entries: dict[str, Entry] = field(default_factory=dict)
+    unplaced_grace: float = UNPLACED_GRACE
     _limits: dict[str, tuple[float, RawLimits | None, str]] = field(default_factory=dict)
 
     def register(self, uid: str, demand: PoolDemand, wake: Callable[[], None], explicit: int | None = None) -> None:
@@ -164,24 +172,37 @@ class Ledger:
         """The pool's grant, recorded at once as the replicas it holds. `cap=False` (stats unavailable:
         replicas are kept as they are) records the demand without capping it."""
         entry = self.entries.get(uid) or Entry(demand.pool, uid, demand, wake)
-        old_held = entry.demand.held if entry.server == server else 0
+        old_held = entry.demand.held  # unplaced, it was counted on every server: on this one too
         entry.server, entry.url, entry.schema, entry.wake = server, url, schema, wake
         entry.explicit, entry.from_server, entry.demand = explicit, from_server, demand
         self.entries[uid] = entry
         group = self._group(server)
-        # Pools whose Secret was not read yet may be on this server: count what they hold, cap nothing.
-        demands = [e.demand if e.server == server else _fixed(e.demand) for e in group]
+        # Pools whose Secret was not read yet may be on this server: count them, cap nothing.
+        now = time.monotonic()
+        demands = [
+            e.demand if e.server == server or now - e.registered < self.unplaced_grace else _fixed(e.demand)
+            for e in group
+        ]
         found = self.budget_for(server, entry)
         result = budget.grant(demand.pool, demands, found if cap else Budget(None, "unknown", "stats unavailable"))
         held = result.replicas if cap else demand.held
-        entry.demand = PoolDemand(demand.pool, demand.per_pod, demand.minimum, demand.wanted, held, demand.autoscaled)
+        # Growing counts at once; shrinking once settled (the new count written).
+        entry.demand = _held(demand, max(held, old_held))
         entry.limited = result.limited
         for other in group:
             if other.pool in result.over_share:
                 other.wake()
-        if held < old_held:
-            self._wake_limited(server, exclude=uid)
         return result, found
+
+    def settle(self, uid: str, replicas: int) -> None:
+        """The pool's spec.replicas is now `replicas`: what it gave back is free for the others."""
+        entry = self.entries.get(uid)
+        if entry is None:
+            return
+        before = entry.demand.held
+        entry.demand = _held(entry.demand, replicas)
+        if replicas < before and entry.server is not None:
+            self._wake_limited(entry.server, exclude=uid)
 
     def _wake_limited(self, server: str, exclude: str) -> None:
         for e in self.entries.values():
@@ -194,6 +215,10 @@ class Ledger:
             if e.server is not None:
                 out.setdefault(e.server, []).append(e)
         return out
+
+
+def _held(d: PoolDemand, held: int) -> PoolDemand:
+    return PoolDemand(d.pool, d.per_pod, d.minimum, d.wanted, held, d.autoscaled)
 
 
 def _fixed(d: PoolDemand) -> PoolDemand:
