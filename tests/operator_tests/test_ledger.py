@@ -241,3 +241,16 @@ def test_at_start_up_a_pool_not_evaluated_yet_keeps_its_share() -> None:
     assert claim(book, wakes, "a", 10, 0)[0].replicas == 3
     book.unplaced_grace = 0  # a Secret that never reads: it then counts with what it holds only
     assert claim(book, wakes, "a", 10, 3)[0].replicas == 6
+
+
+def test_raising_the_budget_wakes_the_capped_pools() -> None:
+    book, wakes = Ledger(BudgetSettings(connections=8, from_server=False)), Wakes()
+    claim(book, wakes, "a", 6, 0, explicit=8)
+    claim(book, wakes, "b", 6, 0)
+    claim(book, wakes, "a", 6, 2, explicit=8)
+    assert claim(book, wakes, "b", 6, 0)[0].replicas == 1  # 1 each of 8 connections
+    wakes.woken.clear()
+    claim(book, wakes, "a", 6, 1, explicit=8)  # the same budget, nothing given back: nobody to wake
+    assert wakes.woken == []
+    claim(book, wakes, "a", 6, 1, explicit=40)
+    assert wakes.woken == ["b"]

@@ -93,6 +93,7 @@ class Ledger:
     entries: dict[str, Entry] = field(default_factory=dict)
     unplaced_grace: float = UNPLACED_GRACE
     _limits: dict[str, tuple[float, RawLimits | None, str]] = field(default_factory=dict)
+    _budgets: dict[str, int | None] = field(default_factory=dict)  # the last budget seen per server
 
     def register(self, uid: str, demand: PoolDemand, wake: Callable[[], None], explicit: int | None = None) -> None:
         """A pool seen before its URL is known: its replicas, and its budget if it sets one, count for every
@@ -184,6 +185,10 @@ class Ledger:
             for e in group
         ]
         found = self.budget_for(server, entry)
+        before = self._budgets.get(server, found.connections)
+        self._budgets[server] = found.connections
+        if found.connections is None or (before is not None and found.connections > before):
+            self._wake_limited(server, exclude=uid)  # a raised budget: the capped pools need not wait a poll
         result = budget.grant(demand.pool, demands, found if cap else Budget(None, "unknown", "stats unavailable"))
         held = result.replicas if cap else demand.held
         # Growing counts at once; shrinking once settled (the new count written).
