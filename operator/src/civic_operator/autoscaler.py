@@ -232,7 +232,8 @@ class PoolAutoscaler:
         metrics.CONNECTIONS_USED.labels(server).set(grant.used_connections)
         metrics.CONNECTIONS_WANTED.labels(server).set(grant.wanted_connections)
         metrics.CONNECTION_BUDGET.labels(server).set(-1 if found.connections is None else found.connections)
-        note = (grant.limited, grant.replicas, grant.wanted, found.connections) if grant.limited else (False,)
+        # A new Event when the cap starts, moves or ends; not when only the demand behind it moves.
+        note = (True, grant.replicas, found.connections) if grant.limited else (False,)
         if note != self._budget_note and (grant.limited or self._budget_note is not None):
             extra = {
                 "pool": self.ref.name,
