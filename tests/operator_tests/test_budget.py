@@ -244,3 +244,32 @@ def test_a_rate_limited_step_bounds_the_round_but_not_the_share() -> None:
     assert (g.replicas, g.share, g.limited) == (2, 3, False)  # the rate limit held it, not the budget
     g = grant("b", [PoolDemand("a", 4, 0, 10, 2, step=2), b], B24)
     assert (g.replicas, g.share, g.limited) == (3, 3, True)
+
+
+def test_shares_hold_their_promises_on_random_fleets() -> None:
+    """Seeded random fleets: within the budget, minimums before extras, nobody above its demand, nothing
+    left that another replica of a pool still asking would fit in, and the cache changes nothing."""
+    import random
+
+    from civic_operator.budget import _compute_shares
+
+    rng = random.Random(11)
+    for _ in range(300):
+        demands = []
+        for i in range(rng.randint(1, 12)):
+            wanted = rng.randint(0, 20)
+            demands.append(d(f"p{i}", wanted, minimum=rng.randint(0, wanted), per_pod=rng.randint(2, 8)))
+        budget = rng.randint(0, 300)
+        shares = fair_shares(demands, budget)
+        assert shares == _compute_shares(demands, budget)
+        used = sum(shares[x.pool] * x.per_pod for x in demands)
+        assert used <= budget
+        assert all(shares[x.pool] <= x.wanted for x in demands)
+        left = budget - used
+        assert not any(shares[x.pool] < x.wanted and x.per_pod <= left for x in demands), (demands, budget)
+        # A pool short of its minimum: no pool got extras its replica would have fitted in instead.
+        for short in (x for x in demands if shares[x.pool] < x.minimum):
+            assert not any(shares[x.pool] > x.minimum and x.per_pod >= short.per_pod for x in demands), (
+                demands,
+                budget,
+            )

@@ -15,10 +15,10 @@ to give back what they hold beyond their share.
 
 from __future__ import annotations
 
+import functools
 import heapq
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from fractions import Fraction
 from typing import Any
 
 from psycopg.conninfo import conninfo_to_dict
@@ -161,8 +161,10 @@ def _fill(
     """Give replicas one at a time to the pool furthest (proportionally) from its target; between equals,
     to the one with fewer replicas, then by name."""
 
-    def key(p: str) -> tuple[Fraction, int, str]:
-        return Fraction(granted[p] - base[p], targets[p] - base[p]), granted[p], p
+    # A float ratio is exact enough: ratios of different small integers never round to the same double,
+    # and equal ones always do, so the order stays deterministic (and ~4x cheaper than Fraction).
+    def key(p: str) -> tuple[float, int, str]:
+        return (granted[p] - base[p]) / (targets[p] - base[p]), granted[p], p
 
     heap = [key(p) for p, t in targets.items() if t > granted[p]]
     heapq.heapify(heap)
@@ -180,6 +182,22 @@ def _fill(
 def fair_shares(demands: Sequence[PoolDemand], budget: int) -> dict[str, int]:
     """Replicas per pool within `budget` connections: hand-set pools as they are, then every pool's
     minimum, then the rest in proportion to what each asks beyond its minimum."""
+    # Every pool of a server asks for this each round, mostly with the same demands: computed once.
+    key = tuple(
+        sorted((d.pool, d.per_pod, d.minimum, d.wanted, d.autoscaled, 0 if d.autoscaled else d.held) for d in demands)
+    )
+    return dict(_shares(key, budget))
+
+
+@functools.lru_cache(maxsize=1024)
+def _shares(key: tuple[tuple[str, int, int, int, bool, int], ...], budget: int) -> tuple[tuple[str, int], ...]:
+    demands = [PoolDemand(p, per_pod, minimum, wanted, held, auto) for p, per_pod, minimum, wanted, auto, held in key]
+    return tuple(sorted(_compute_shares(demands, budget).items()))
+
+
+def _compute_shares(demands: Sequence[PoolDemand], budget: int) -> dict[str, int]:
+    if sum((d.wanted if d.autoscaled else d.held) * d.per_pod for d in demands) <= budget:
+        return {d.pool: d.wanted if d.autoscaled else d.held for d in demands}  # it all fits
     shares = {d.pool: d.held for d in demands if not d.autoscaled}
     auto = sorted((d for d in demands if d.autoscaled), key=lambda d: d.pool)
     left = budget - sum(d.held * d.per_pod for d in demands if not d.autoscaled)
