@@ -231,7 +231,9 @@ def run_fleet(cluster: FleetCluster, url: str, pools: int, args: argparse.Namesp
     operator = subprocess.Popen(
         [sys.executable, "-m", "civic_operator.main", "--standalone", "--namespace", NAMESPACE,
          "--liveness-port", "0", "--metrics-port", str(free_port())],
-        env={**os.environ, "KUBECONFIG": str(kubeconfig), "PYTHONPATH": str(ROOT), "LOG_LEVEL": "INFO"},
+        # Fake pods open no connections: the server-derived connection budget would cap the fleet for nothing.
+        env={**os.environ, "KUBECONFIG": str(kubeconfig), "PYTHONPATH": str(ROOT), "LOG_LEVEL": "INFO",
+             "CONNECTION_BUDGET_FROM_SERVER": "false"},
         stdout=op_log, stderr=op_log, cwd=ROOT,
     )  # fmt: skip
     meter = ProcessMeter(operator.pid)

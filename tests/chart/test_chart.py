@@ -338,6 +338,22 @@ def test_operator_pod_is_restricted(tools: dict[str, str]) -> None:
     env = env_of(c)
     assert env["LIVENESS_PORT"] == "8080" and env["METRICS_PORT"] == "9090"
     assert env["WATCH_NAMESPACES"] == NAMESPACE
+    # the connection budget: none set, read from the server with a reserve of 10
+    assert (env["CONNECTION_BUDGET"], env["CONNECTION_RESERVE"], env["CONNECTION_BUDGET_FROM_SERVER"]) == (
+        "0",
+        "10",
+        "true",
+    )
+
+
+def test_connection_budget_values(tools: dict[str, str]) -> None:
+    args = ["--set", "operator.connectionBudget.connections=80", "--set", "operator.connectionBudget.reserve=5"]
+    rendered = docs(render(tools, "-f", str(HERE / "values-defaults.yaml"), *args).stdout)
+    env = env_of(operator_container(rendered))
+    assert (env["CONNECTION_BUDGET"], env["CONNECTION_RESERVE"]) == ("80", "5")
+    args = ["--set", "operator.connectionBudget.fromServer=false"]
+    env = env_of(operator_container(docs(render(tools, "-f", str(HERE / "values-defaults.yaml"), *args).stdout)))
+    assert env["CONNECTION_BUDGET_FROM_SERVER"] == "false"
 
 
 def test_migration_hook(tools: dict[str, str]) -> None:
@@ -436,6 +452,8 @@ def test_helm_test_pod(tools: dict[str, str]) -> None:
         (["--set", "pools.thumbnails.mode=DaemonSet"], "mode"),
         (["--set", "operator.logLevel=LOUD"], "logLevel"),
         (["--set", "operator.peering.lifetime=2"], "lifetime"),
+        (["--set", "operator.connectionBudget.connections=0"], "connections"),  # 0 would read as "none"
+        (["--set", "operator.connectionBudget.reserve=-1"], "reserve"),
     ],
 )
 def test_values_schema_rejects(tools: dict[str, str], args: list[str], message: str) -> None:

@@ -31,7 +31,7 @@ from typing import Any
 import kopf
 import psycopg
 import pytest
-from civic_operator import autoscaler, metrics
+from civic_operator import autoscaler, ledger, metrics
 from civic_operator.autoscaler import PoolAutoscaler
 from civic_operator.manifests import PoolRef
 from civic_operator.stats import StatsSource
@@ -208,10 +208,17 @@ def operator_metrics(url: str, monkeypatch: pytest.MonkeyPatch) -> str:
 
     async def evaluate() -> None:
         stats = StatsSource()
+        # The connection budget as the operator keeps it, its server numbers read from the real server.
+        book = ledger.Ledger(ledger.BudgetSettings(connections=1000), ledger.limits_reader(stats.connection))
         try:
             for name, schema in (("files", "metadata"), ("broken", "no_such_schema")):
                 body = pool(name, schema)
-                scaler = PoolAutoscaler(PoolRef(name, "civic", f"uid-{name}"), stats, NoListener())  # type: ignore[arg-type]
+                scaler = PoolAutoscaler(
+                    PoolRef(name, "civic", f"uid-{name}"),
+                    stats,  # type: ignore[arg-type]
+                    NoListener(),  # type: ignore[arg-type]
+                    ledger=book,
+                )
                 scaler.body = body
                 # Two rounds, as the loop runs them (the replicas stay as found: reconcile is a stand-in).
                 for _ in range(2):

@@ -60,6 +60,7 @@ SNIPPETS: dict[tuple[str, str], Run | NotRun] = {
     ("docs/helm.md", "build-images"): Run("tests/images/test_images.py"),
     ("docs/helm.md", "docker-build"): NotRun("the by-hand form of what build-images.sh runs"),
     ("docs/civic-os.md", "civic-os-migrate"): Run("tests/docs/test_console_examples.py"),
+    ("docs/operations.md", "ops-budget"): Run("tests/e2e/test_budget.py"),
 }
 
 

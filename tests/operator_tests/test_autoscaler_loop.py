@@ -76,6 +76,7 @@ POOL_AT_ZERO = {
     "metadata": {"name": "files", "namespace": "ns", "uid": "u1"},
     "spec": {
         "queues": ["files"],
+        "image": "civic-runner:dev",
         "replicas": 0,
         "database": {"secretRef": {"name": "db"}},
         "autoscaling": {"minReplicas": 0, "maxReplicas": 5, "pollSeconds": 30},
@@ -173,3 +174,107 @@ def test_spec_changes_wake_the_pools_autoscaler_instead_of_applying(monkeypatch:
         return woken, applied == [{"replicas": 3}]
 
     assert asyncio.run(scenario()) == (True, True)
+
+
+def test_two_pools_on_one_database_stay_within_the_connection_budget(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two autoscaler tasks sharing one ledger: spec.replicas x connections per pod summed over both pools
+    never exceeds the budget, each status says what the budget did, and a Warning Event gives the numbers."""
+    from civic_operator.ledger import BudgetSettings, Ledger
+
+    replicas: dict[str, int] = {"a": 0, "b": 0}
+    generations: dict[str, int] = {"a": 1, "b": 1}
+    statuses: dict[str, dict[str, Any]] = {}
+    warnings: list[str] = []
+    sums: list[int] = []
+
+    async def secret_value(namespace: str, name: str, key: str) -> str:
+        return {"db-a": "postgresql://w@db:5432/one", "db-b": "postgresql://w@db:5432/two"}[name]
+
+    async def patch_pool(namespace: str, name: str, body: dict[str, Any]) -> dict[str, Any]:
+        replicas[name] = body["spec"]["replicas"]
+        generations[name] += 1
+        sums.append(sum(replicas.values()) * 6)
+        return {"metadata": {"generation": generations[name]}}
+
+    async def patch_pool_status(namespace: str, name: str, status: dict[str, Any]) -> None:
+        statuses[name] = status
+
+    async def reconcile(ref: PoolRef, spec: dict[str, Any]) -> dict[str, int]:
+        return {"replicas": int(spec.get("replicas") or 0), "readyReplicas": 0}
+
+    monkeypatch.setattr(autoscaler.kube, "secret_value", secret_value)
+    monkeypatch.setattr(autoscaler.kube, "patch_pool", patch_pool)
+    monkeypatch.setattr(autoscaler.kube, "patch_pool_status", patch_pool_status)
+    monkeypatch.setattr(autoscaler, "reconcile", reconcile)
+    monkeypatch.setattr(kopf, "info", lambda *a, **k: None)
+    monkeypatch.setattr(kopf, "warn", lambda body, reason, message: warnings.append(f"{reason}: {message}"))
+
+    def body(name: str) -> dict[str, Any]:
+        return {
+            "metadata": {"name": name, "namespace": "ns", "uid": f"uid-{name}", "generation": generations[name]},
+            "spec": {
+                "queues": ["files"],
+                "image": "civic-runner:dev",
+                "replicas": replicas[name],
+                "database": {"secretRef": {"name": f"db-{name}"}},  # two Secrets, two databases, one server
+                "autoscaling": {"maxReplicas": 20, "targetPerReplica": 1, "pollSeconds": 0.05},
+            },
+        }
+
+    async def scenario() -> None:
+        book = Ledger(BudgetSettings(connections=36, from_server=False))
+        scalers = {}
+        for name in "ab":
+            s = PoolAutoscaler(PoolRef(name, "ns", f"uid-{name}"), QueueWithWork(), RecordingListener(), ledger=book)  # type: ignore[arg-type]
+            s.body = body(name)
+            scalers[name] = (s, asyncio.create_task(s.run()))
+        for _ in range(200):
+            for name, (s, _task) in scalers.items():
+                s.body = body(name)  # as kopf's watch would feed it
+            if replicas == {"a": 3, "b": 3}:
+                break
+            await asyncio.sleep(0.01)
+        for s, task in scalers.values():
+            s.stopped.set()
+            task.cancel()
+        await asyncio.gather(*(t for _, t in scalers.values()), return_exceptions=True)
+        assert not book.entries, "stopped pools leave the ledger"
+
+    asyncio.run(scenario())
+    assert replicas == {"a": 3, "b": 3}  # 36 connections / 6 per pod (dbMaxConns 4 + the pipeline's 2)
+    assert max(sums) <= 36, sums
+    for name in "ab":
+        cb = statuses[name]["connectionBudget"]
+        assert (cb["budget"], cb["connectionsPerPod"], cb["grantedReplicas"], cb["limited"]) == (36, 6, 3, True)
+        assert cb["wantedReplicas"] == 20 or cb["wantedReplicas"] >= 4
+        assert cb["server"] == "db:5432"
+        limited = next(c for c in statuses[name]["conditions"] if c["type"] == "BudgetLimited")
+        assert limited["status"] == "True" and "connection budget 36" in limited["message"]
+    assert any(w.startswith("ConnectionBudget: connection budget 36") and "x 6 connections" in w for w in warnings)
+
+
+def test_budget_events_follow_the_cap_not_the_demand(monkeypatch: pytest.MonkeyPatch) -> None:
+    from civic_operator.budget import Budget, PoolDemand, grant
+
+    posted: list[tuple[str, str]] = []
+    monkeypatch.setattr(kopf, "warn", lambda body, reason, message: posted.append(("warn", message)))
+    monkeypatch.setattr(kopf, "info", lambda body, reason, message: posted.append(("info", message)))
+    scaler = PoolAutoscaler(PoolRef("a", "ns", "u"), QueueWithWork(), RecordingListener())  # type: ignore[arg-type]
+    b24 = Budget(24, "pool", "24 set by the pool")
+
+    def report(wanted: int, budget: Budget = b24) -> dict[str, Any]:
+        return scaler._report_budget(
+            {}, grant("ns/a", [PoolDemand("ns/a", 4, 0, wanted, 0)], budget), budget, "db:5432"
+        )
+
+    status = report(10)
+    assert (status["grantedReplicas"], status["limited"], status["budget"]) == (6, True, 24)
+    report(12)  # more demand, the same cap: no new Event
+    assert [k for k, _ in posted] == ["warn"]
+    assert "caps ns/a at 6 of 10 replicas x 4 connections" in posted[0][1]
+    report(12, Budget(32, "pool", "32 set by the pool"))  # the cap moved
+    assert [k for k, _ in posted] == ["warn", "warn"] and "at 8 of 12" in posted[1][1]
+    report(3)  # fits: the cap ended
+    assert posted[-1][0] == "info" and "no longer capped: 3 replicas x 4 connections" in posted[-1][1]
+    report(2)
+    assert len(posted) == 3

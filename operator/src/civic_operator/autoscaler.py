@@ -17,13 +17,15 @@ from typing import Any, cast
 
 import kopf
 
-from civic_operator import kube, manifests, metrics, writes
+from civic_operator import budget, kube, manifests, metrics, writes
+from civic_operator.budget import Grant, PoolDemand
+from civic_operator.ledger import Ledger
 from civic_operator.listener import InsertListener
 from civic_operator.manifests import PoolRef
 from civic_operator.peering import PeeringView
 from civic_operator.policy import Policy
 from civic_operator.reconcile import reconcile
-from civic_operator.scaling import Decision, History, QueueStats, decide
+from civic_operator.scaling import Decision, History, QueueStats, capped, decide
 from civic_operator.stats import StatsSource, depth_cap
 
 log = logging.getLogger("civic_operator.autoscaler")
@@ -36,9 +38,16 @@ def now_iso() -> str:
 
 
 def conditions(
-    previous: list[dict[str, Any]], *, degraded: str | None, enabled: bool, ready: int, desired: int, at: str
+    previous: list[dict[str, Any]],
+    *,
+    degraded: str | None,
+    enabled: bool,
+    ready: int,
+    desired: int,
+    at: str,
+    budget_limit: str | None = None,
 ) -> list[dict[str, Any]]:
-    """Ready / ScalingActive / Degraded, keeping lastTransitionTime while a status holds."""
+    """Ready / ScalingActive / Degraded / BudgetLimited, keeping lastTransitionTime while a status holds."""
     wanted = {
         "Ready": (
             "True" if ready >= desired else "False",
@@ -54,6 +63,11 @@ def conditions(
             "True" if degraded else "False",
             "StatsUnavailable" if degraded else "StatsAvailable",
             degraded or "queue stats available",
+        ),
+        "BudgetLimited": (
+            "True" if budget_limit else "False",
+            "ConnectionBudget" if budget_limit else "WithinBudget",
+            budget_limit or "replicas not capped by the connection budget",
         ),
     }
     before = {c.get("type"): c for c in previous or []}
@@ -73,9 +87,12 @@ class PoolAutoscaler:
     stats: StatsSource
     listener: InsertListener
     peering: PeeringView | None = None  # None: act alone
+    ledger: Ledger | None = None  # None: no connection budget
     history: History | None = None
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     _secret: tuple[float, str] | None = None
+    _budget_note: tuple[Any, ...] | None = None  # what the last ConnectionBudget event said
+    _written: tuple[int, int] | None = None  # (metadata.generation, spec.replicas) of our last patch
 
     body: dict[str, Any] = field(default_factory=dict)  # the latest seen, kept fresh by the event handler
     stopped: asyncio.Event = field(default_factory=asyncio.Event)
@@ -85,7 +102,38 @@ class PoolAutoscaler:
     _status: writes.Written | None = None
     _sent: dict[str, Any] = field(default_factory=dict)  # every status field this autoscaler has written
 
+    def _demand(
+        self, spec: dict[str, Any], policy: Policy, wanted: int, held: int, step: int | None = None
+    ) -> PoolDemand:
+        return PoolDemand(
+            f"{self.ref.namespace}/{self.ref.name}",
+            budget.connections_per_pod(spec),
+            policy.min_replicas,
+            wanted,
+            held,
+            autoscaled=policy.enabled,
+            step=step,
+        )
+
     async def run(self) -> None:
+        if self.ledger is not None:
+            spec = dict(self.body.get("spec") or {})
+            held = int(spec.get("replicas") or 0)
+            policy = Policy.from_spec(spec.get("autoscaling"))
+            explicit = (spec.get("database") or {}).get("connectionBudget")
+            self.ledger.register(
+                self.ref.uid,
+                self._demand(spec, policy, policy.max_replicas if policy.enabled else held, held),
+                self.wake.set,
+                int(explicit) if explicit is not None else None,
+            )
+        try:
+            await self._loop()
+        finally:
+            if self.ledger is not None:
+                self.ledger.forget(self.ref.uid)
+
+    async def _loop(self) -> None:
         while not self.stopped.is_set():
             # Cleared before measuring, not after: an insert announced while this round runs may come
             # after its stats query, and must start another round rather than wait for the next poll.
@@ -192,11 +240,95 @@ class PoolAutoscaler:
         metrics.STATS_LATENCY.labels(*labels).observe(seconds)
         return stats, ""
 
+    def _fresh_replicas(self, body: dict[str, Any], replicas: int) -> int:
+        """spec.replicas, unless the body predates our own last patch (a wake-up can come before the watch
+        delivers it): then what we wrote, so neither the decision nor the budget's ledger goes by a stale count."""
+        generation = (body.get("metadata") or {}).get("generation")
+        if self._written and isinstance(generation, int) and generation < self._written[0]:
+            return self._written[1]
+        return replicas
+
+    async def _claim(
+        self, spec: dict[str, Any], policy: Policy, wanted: int, current: int, cap: bool, step: int | None = None
+    ) -> tuple[Grant, budget.Budget, str] | None:
+        """The budget's grant for `wanted` replicas, at most `step` this round (None: no ledger, or the
+        pool's URL is unknown)."""
+        if self.ledger is None or self._secret is None:
+            return None
+        url = self._secret[1]
+        server = budget.server_key(url)
+        db = spec.get("database") or {}
+        await self.ledger.refresh(server, url)
+        explicit = db.get("connectionBudget")
+        from_server = db.get("connectionBudgetFromServer")
+        grant, found = self.ledger.claim(
+            self.ref.uid,
+            self._demand(spec, policy, wanted, current, step),
+            self.wake.set,
+            server=server,
+            url=url,
+            schema=str(db.get("schema", "metadata")),
+            explicit=int(explicit) if explicit is not None else None,
+            from_server=bool(from_server) if from_server is not None else None,
+            cap=cap,
+        )
+        return grant, found, server
+
+    def _report_budget(self, body: dict[str, Any], grant: Grant, found: budget.Budget, server: str) -> dict[str, Any]:
+        """Status fields, metrics and (when the cap starts, changes or ends) an Event and a log line."""
+        labels = (self.ref.namespace, self.ref.name)
+        metrics.BUDGET_CAPPED.labels(*labels).set(grant.wanted - grant.replicas)
+        metrics.CONNECTIONS_USED.labels(server).set(grant.used_connections)
+        metrics.CONNECTIONS_WANTED.labels(server).set(grant.wanted_connections)
+        metrics.CONNECTION_BUDGET.labels(server).set(-1 if found.connections is None else found.connections)
+        # A new Event when the cap starts, moves or ends; not when only the demand behind it moves.
+        note = (True, grant.replicas, found.connections) if grant.limited else (False,)
+        if note != self._budget_note and (grant.limited or self._budget_note is not None):
+            extra = {
+                "pool": self.ref.name,
+                "namespace": self.ref.namespace,
+                "server": server,
+                "budget": found.connections,
+                "budget_source": found.source,
+                "granted": grant.replicas,
+                "wanted": grant.wanted,
+                "per_pod": grant.per_pod,
+                "used_connections": grant.used_connections,
+                "wanted_connections": grant.wanted_connections,
+            }
+            if grant.limited:
+                kopf.warn(cast(Any, body), reason="ConnectionBudget", message=grant.reason)
+                log.warning("capped by the connection budget", extra={**extra, "reason": grant.reason})
+            else:
+                message = (
+                    f"no longer capped: {grant.replicas} replicas x {grant.per_pod} connections within the "
+                    f"budget of {found.connections} on {server} ({found.detail})"
+                )
+                kopf.info(cast(Any, body), reason="ConnectionBudget", message=message)
+                log.info("connection budget no longer caps", extra=extra)
+        self._budget_note = note
+        return {
+            "server": server,
+            "budget": found.connections,
+            "source": found.source,
+            "detail": found.detail,
+            "connectionsPerPod": grant.per_pod,
+            "wantedReplicas": grant.wanted,
+            "grantedReplicas": grant.replicas,
+            "fairShare": grant.share,
+            "pools": grant.pools,
+            "wantedConnections": grant.wanted_connections,
+            "usedConnections": grant.used_connections,
+            "limited": grant.limited,
+            "reason": grant.reason,
+        }
+
     async def evaluate(self, body: dict[str, Any]) -> None:
         spec: dict[str, Any] = dict(body.get("spec") or {})
         status: dict[str, Any] = dict(body.get("status") or {})
         policy = Policy.from_spec(spec.get("autoscaling"))
-        current = int(spec.get("replicas") or 0)
+        current = self._fresh_replicas(body, int(spec.get("replicas") or 0))
+        spec["replicas"] = current
         now = time.time()
         stats, error = await self._measure(spec, policy)
         labels = (self.ref.namespace, self.ref.name)
@@ -206,9 +338,24 @@ class PoolAutoscaler:
             if self.history is None:  # first sight (or operator restart): no sudden scale-down
                 self.history = History(seeded=(now, current), last_active=now if current else None)
             decision = decide(stats, policy, self.history, current, now, error)
+            claimed = await self._claim(
+                spec,
+                policy,
+                max(decision.recommendation, decision.replicas),
+                current,
+                cap=not decision.degraded,
+                step=decision.replicas,
+            )
+            if claimed is not None and claimed[0].replicas < decision.replicas:
+                decision = capped(decision, claimed[0].replicas, current, now, claimed[0].reason)
             self.history = decision.history
             if decision.replicas != current:
-                await kube.patch_pool(self.ref.namespace, self.ref.name, {"spec": {"replicas": decision.replicas}})
+                result = await kube.patch_pool(
+                    self.ref.namespace, self.ref.name, {"spec": {"replicas": decision.replicas}}
+                )
+                generation = ((result or {}).get("metadata") or {}).get("generation")
+                if isinstance(generation, int):
+                    self._written = (generation, decision.replicas)
                 spec["replicas"] = decision.replicas
                 direction = "up" if decision.replicas > current else "down"
                 metrics.DECISIONS.labels(*labels, direction).inc()
@@ -228,6 +375,14 @@ class PoolAutoscaler:
                 patch.update(lastScaleTime=now_iso(), lastScaleReason=decision.reason)
             elif decision.degraded and _condition(status, "Degraded") != "True":
                 kopf.warn(cast(Any, body), reason="StatsUnavailable", message=decision.reason)
+        else:
+            claimed = await self._claim(spec, policy, current, current, cap=True)  # hand-set: counted, not capped
+        budget_limit = None
+        if claimed is not None:
+            patch["connectionBudget"] = self._report_budget(body, *claimed)
+            budget_limit = claimed[0].reason if claimed[0].limited else None
+        if self.ledger is not None:
+            self.ledger.settle(self.ref.uid, int(spec.get("replicas") or 0))
         # Applied when the manifest changed, its state is unknown, or once a minute (writes.py); in Job mode
         # every round, which starts the next Jobs as earlier ones finish.
         running = await self._reconcile(spec)
@@ -266,6 +421,7 @@ class PoolAutoscaler:
                 ready=running["readyReplicas"],
                 desired=desired,
                 at=now_iso(),
+                budget_limit=budget_limit,
             ),
         )
         if decision is not None:

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from typing import Any
 
 import kopf
 
-from civic_operator import GROUP, PLURAL, VERSION, manifests
+from civic_operator import GROUP, PLURAL, VERSION, budget, ledger, manifests
 from civic_operator.autoscaler import PoolAutoscaler
 from civic_operator.listener import InsertListener
 from civic_operator.manifests import PoolRef
@@ -34,7 +35,17 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
         prefix="workers.civic-os.org", key="last-handled-configuration"
     )
     settings.execution.max_workers = 8
+    # libpq reads PGAPPNAME: the operator's own connections are then told apart from everyone else's
+    # when the connection budget counts a server's clients (budget.others_connections).
+    os.environ.setdefault("PGAPPNAME", budget.OPERATOR_APP)
     memo.stats = StatsSource()
+    settings_ = memo.get("budget_settings") or ledger.settings_from_env()
+    memo.ledger = ledger.Ledger(
+        ledger.BudgetSettings(
+            settings_.connections, settings_.reserve, settings_.from_server, memo.stats.max_conns_per_db
+        ),
+        ledger.limits_reader(memo.stats.connection),
+    )
     memo.listener = InsertListener()
     memo.autoscalers = {}
     if "peering" not in memo:  # started by `kopf run` rather than civic-operator: act alone
@@ -84,7 +95,9 @@ async def track(
             scalers.pop(uid, None)
         return
     if current is None or current[1].done():
-        scaler = PoolAutoscaler(PoolRef(name, namespace or "default", uid), memo.stats, memo.listener, memo.peering)
+        scaler = PoolAutoscaler(
+            PoolRef(name, namespace or "default", uid), memo.stats, memo.listener, memo.peering, ledger=memo.ledger
+        )
         scaler.body = dict(body)
         scalers[uid] = (scaler, asyncio.create_task(scaler.run(), name=f"autoscale-{namespace}/{name}"))
     else:

@@ -76,8 +76,10 @@ async def secret_value(namespace: str, name: str, key: str) -> str:
     return await _call(_secret_value, namespace, name, key)
 
 
-async def patch_pool(namespace: str, name: str, body: dict[str, Any]) -> None:
-    await _call(_custom().patch_namespaced_custom_object, GROUP, VERSION, namespace, PLURAL, name, body)
+async def patch_pool(namespace: str, name: str, body: dict[str, Any]) -> dict[str, Any]:
+    """Returns the pool as patched (its metadata.generation tells a later, staler body apart)."""
+    result: Any = await _call(_custom().patch_namespaced_custom_object, GROUP, VERSION, namespace, PLURAL, name, body)
+    return result if isinstance(result, dict) else {}
 
 
 async def patch_pool_status(namespace: str, name: str, status: dict[str, Any]) -> None:

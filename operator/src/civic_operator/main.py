@@ -11,7 +11,7 @@ import sys
 import kopf
 from prometheus_client import start_http_server
 
-from civic_operator import kube, logs
+from civic_operator import kube, ledger, logs
 from civic_operator.metrics import REGISTRY
 from civic_operator.peering import PeeringView, own_identity
 
@@ -73,6 +73,27 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
         help="seconds a replica's keep-alive stays valid: how long a killed leader blocks the others "
         "[env PEERING_LIFETIME]",
     )
+    p.add_argument(
+        "--connection-budget",
+        type=int,
+        default=int(env("CONNECTION_BUDGET", "0") or 0),
+        help="connections the runner pods of one database server may hold together, unless its pools set "
+        "database.connectionBudget (0: none) [env CONNECTION_BUDGET]",
+    )
+    p.add_argument(
+        "--connection-reserve",
+        type=int,
+        default=int(env("CONNECTION_RESERVE", "10") or 10),
+        help="connections left free on each server, beyond its reserved ones, when the budget is read from "
+        "the server [env CONNECTION_RESERVE]",
+    )
+    p.add_argument(
+        "--connection-budget-from-server",
+        action=argparse.BooleanOptionalAction,
+        default=env("CONNECTION_BUDGET_FROM_SERVER", "true").strip().lower() in ("1", "true", "yes"),
+        help="also cap each server's pools at max_connections minus the server's reserved connections, the "
+        "reserve and everyone else's connections [env CONNECTION_BUDGET_FROM_SERVER]",
+    )
     p.add_argument("--log-level", default=env("LOG_LEVEL", "INFO"), help="[env LOG_LEVEL]")
     return p.parse_args(argv)
 
@@ -109,7 +130,12 @@ def main(argv: list[str] | None = None) -> int:
         peering_name=peering,
         priority=args.priority,
         identity=identity,  # type: ignore[arg-type]  # kopf's Identity: a NewType of str, not exported
-        memo=kopf.Memo(peering=view),
+        memo=kopf.Memo(
+            peering=view,
+            budget_settings=ledger.settings_from(
+                args.connection_budget, args.connection_reserve, args.connection_budget_from_server
+            ),
+        ),
     )
     return 0
 

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from civic_operator import POOL_LABEL
+from civic_operator.budget import runner_app_name
 
 RUNNER_PORT = 8090
 RUNNER_UID = 10001
@@ -48,7 +49,7 @@ def queues_env(spec: dict[str, Any]) -> str:
     return ",".join(f"{q}={concurrency}" for q in spec["queues"])
 
 
-def container_env(spec: dict[str, Any]) -> list[dict[str, Any]]:
+def container_env(spec: dict[str, Any], pool: PoolRef | None = None) -> list[dict[str, Any]]:
     db = spec.get("database") or {}
     ref = db.get("secretRef") or {}
     env: list[dict[str, Any]] = [
@@ -64,6 +65,9 @@ def container_env(spec: dict[str, Any]) -> list[dict[str, Any]]:
         {"name": "CIVIC_CLIENT_ID", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
         {"name": "DB_MAX_CONNS", "value": str(spec.get("dbMaxConns", 4))},
     ]
+    if pool is not None:
+        # libpq's application_name: the connection budget counts these as the pool's, not as others'.
+        env.append({"name": "PGAPPNAME", "value": runner_app_name(pool.uid, pool.namespace, pool.name)})
     names = {e["name"] for e in env}
     # User env comes last and may override our defaults (except the database URL: secrets only).
     for e in spec.get("env") or []:
@@ -75,7 +79,7 @@ def container_env(spec: dict[str, Any]) -> list[dict[str, Any]]:
     return env
 
 
-def pod_spec(spec: dict[str, Any], args: list[str], restart_policy: str) -> dict[str, Any]:
+def pod_spec(spec: dict[str, Any], args: list[str], restart_policy: str, pool: PoolRef | None = None) -> dict[str, Any]:
     template = spec.get("template") or {}
     s3 = (spec.get("s3") or {}).get("secretRef") or {}
     container: dict[str, Any] = {
@@ -83,7 +87,7 @@ def pod_spec(spec: dict[str, Any], args: list[str], restart_policy: str) -> dict
         "image": spec["image"],
         "imagePullPolicy": spec.get("imagePullPolicy", "IfNotPresent"),
         "args": args,
-        "env": container_env(spec),
+        "env": container_env(spec, pool),
         "ports": [{"name": "http", "containerPort": RUNNER_PORT}],
         "securityContext": {
             "allowPrivilegeEscalation": False,
@@ -169,7 +173,7 @@ def deployment(pool: PoolRef, spec: dict[str, Any]) -> dict[str, Any]:
             "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}},
             "template": {
                 "metadata": pod_metadata(pool.name, spec, "Deployment"),
-                "spec": pod_spec(spec, ["run"], "Always"),
+                "spec": pod_spec(spec, ["run"], "Always", pool),
             },
         },
     }
@@ -192,7 +196,7 @@ def job(pool: PoolRef, spec: dict[str, Any]) -> dict[str, Any]:
             "completions": 1,
             "template": {
                 "metadata": pod_metadata(pool.name, spec, "Job"),
-                "spec": pod_spec(spec, ["run", "--exit-when-idle"], "Never"),
+                "spec": pod_spec(spec, ["run", "--exit-when-idle"], "Never", pool),
             },
         },
     }

@@ -31,3 +31,27 @@ STATS_LATENCY = Histogram(
 STATS_ERRORS = Counter(
     "civic_operator_stats_errors_total", "Failed queue stats queries", ["namespace", "pool"], registry=REGISTRY
 )
+CONNECTION_BUDGET = Gauge(
+    "civic_operator_connection_budget",
+    "Connections the pools of a database server may hold together (-1: unknown, not capped)",
+    ["server"],
+    registry=REGISTRY,
+)
+CONNECTIONS_USED = Gauge(
+    "civic_operator_budget_connections_used",
+    "Connections the pools of a database server hold at most (replicas x connections per pod)",
+    ["server"],
+    registry=REGISTRY,
+)
+CONNECTIONS_WANTED = Gauge(
+    "civic_operator_budget_connections_wanted",
+    "Connections the pools of a database server would hold at the replicas their load asks for",
+    ["server"],
+    registry=REGISTRY,
+)
+BUDGET_CAPPED = Gauge(
+    "civic_operator_budget_capped_replicas",
+    "Replicas the connection budget withholds from a pool (wanted - granted)",
+    ["namespace", "pool"],
+    registry=REGISTRY,
+)

@@ -182,3 +182,20 @@ def _rate_limit(desired: int, current: int, history: History, policy: Policy, no
             bottom = min(floor, current)
             return bottom, f" (scale-down limited to {bottom} within {lim.period_seconds:g}s)"
     return desired, ""
+
+
+def capped(decision: Decision, replicas: int, current: int, now: float, why: str) -> Decision:
+    """The decision lowered to `replicas` (by the connection budget). Its scale event is rewritten, so the
+    rate limits count the move that was made, not the one the load asked for; the recommendations stay
+    as the load asked, so the pool grows back once the budget allows."""
+    if replicas >= decision.replicas:
+        return decision
+    events = tuple(e for e in decision.history.scale_events if not (e[0] == now and e[1] == current))
+    if replicas != current:
+        events = (*events, (now, current, replicas))
+    return replace(
+        decision,
+        replicas=replicas,
+        reason=f"{decision.reason}; {why}",
+        history=replace(decision.history, scale_events=events),
+    )

@@ -10,8 +10,10 @@ targetDrainSeconds, from at most the last RATE_SAMPLE completions.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
+from collections.abc import AsyncIterator
 from typing import Any
 
 from psycopg_pool import AsyncConnectionPool
@@ -141,6 +143,17 @@ class StatsSource:
             ),
             elapsed,
         )
+
+    @property
+    def max_conns_per_db(self) -> int:
+        return self._max
+
+    @contextlib.asynccontextmanager
+    async def connection(self, url: str) -> AsyncIterator[Any]:
+        """A connection of the database's pool, for other reads of the same server (ledger.py)."""
+        pool = await self._pool(url)
+        async with pool.connection() as conn:
+            yield conn
 
     async def close(self) -> None:
         for pool in self._pools.values():
