@@ -29,11 +29,16 @@ def leader(url: str) -> str | None:
     return str(rows[0][0]) if rows else None
 
 
-def one_leader_for(url: str, who: str, seconds: float) -> None:
+def one_leader_for(url: str, who: str, seconds: float, renewed: bool = True) -> None:
+    """`who` alone in river_leader for `seconds`; with `renewed`, it also re-elected meanwhile (its term's
+    expiry moved on: a leader that cannot renew keeps its row only until the TTL)."""
+    expiries = set()
     for _ in range(int(seconds / 0.25)):
-        rows = query(url, "SELECT leader_id FROM metadata.river_leader")
-        assert rows == [(who,)], f"expected {who} to lead alone, found {rows}"
+        rows = query(url, "SELECT leader_id, expires_at FROM metadata.river_leader")
+        assert [r[0] for r in rows] == [who], f"expected {who} to lead alone, found {rows}"
+        expiries.add(rows[0][1])
         time.sleep(0.25)
+    assert not renewed or len(expiries) > 1, f"{who} did not renew its term in {seconds} s"
 
 
 def python_runner(url: str, client_id: str, tmp_path: Path, *args: str) -> RunnerProcess:
@@ -84,7 +89,7 @@ def test_go_leader_killed_python_takes_over_and_rescues_its_jobs(db_url: str, go
         ]  # fmt: skip
         procs += py
         time.sleep(1.5)  # they are up and bidding
-        one_leader_for(db_url, "go-a", 3)
+        one_leader_for(db_url, "go-a", 6)  # River re-elects every 5 s
 
         g.kill()  # SIGKILL: no resignation, the row stays until its TTL
         g.wait(10)
@@ -93,7 +98,7 @@ def test_go_leader_killed_python_takes_over_and_rescues_its_jobs(db_url: str, go
         new = wait_for(lambda: (leader(db_url) or "go-a") != "go-a" and leader(db_url), TAKEOVER_WITHIN, 0.1, "Python")
         takeover = time.monotonic() - t0
         assert new in ("py-0", "py-1") and takeover <= TAKEOVER_WITHIN, (new, takeover)
-        one_leader_for(db_url, new, 1)
+        one_leader_for(db_url, new, 1.5)
 
         wait_for(lambda: job(db_url, unknown)["state"] == "discarded", timeout=10, what="unknown kind discarded")
         wait_for(lambda: job(db_url, known)["errors"], timeout=10, what="known kind rescued")
@@ -149,7 +154,7 @@ def test_python_leader_killed_go_takes_over_and_rescues_its_jobs(db_url: str, go
         wait_for(lambda: job(db_url, known)["state"] == "completed", timeout=20, what="attempt 2 completed")
         done = job(db_url, known)
         assert done["attempt"] == 2 and done["attempted_by"] == ["py-a", "py-b"], done
-        one_leader_for(db_url, "go-a", 1)
+        one_leader_for(db_url, "go-a", 1, renewed=False)
 
         g.terminate()  # a graceful stop resigns with a notification: the Python runner bids at once
         assert g.wait(20) == 0
