@@ -179,6 +179,32 @@ def test_go_job_cancel_stops_our_running_job(db_url: str, go: GoRiver) -> None:
     assert seen["state"] == "cancelled" and seen["finalized_at"] and seen["attempt"] == 1, seen
 
 
+def test_our_jobs_cancel_stops_a_job_a_river_go_worker_is_running(db_url: str, go: GoRiver, tmp_path: Path) -> None:
+    """The other direction: `civic-runner jobs cancel` sends River's control notification, and River's
+    producer cancels the job's context."""
+    migrate(db_url)
+    [jid] = insert(db_url, "record", {"sleep": 60})
+    worker = go.popen("work", "--kinds", "record", "--id", "go-w", "--timeout", "40s", log=tmp_path / "go.log")
+    try:
+        wait_for(lambda: state(db_url, jid) == "running", timeout=15, what="Go runs it")
+        t0 = time.monotonic()
+        r = subprocess.run(
+            [sys.executable, "-m", "civic_runner.cli", "jobs", "cancel", str(jid), "--database-url", db_url],
+            capture_output=True, text=True, timeout=30, cwd=ROOT,
+        )  # fmt: skip
+        assert r.returncode == 0, r.stdout + r.stderr
+        wait_for(lambda: state(db_url, jid) == "cancelled", timeout=5, what="cancelled by River's worker")
+        elapsed = time.monotonic() - t0
+        assert worker.wait(30) == 0, (tmp_path / "go.log").read_text()
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+    assert elapsed < 2, f"{elapsed:.1f} s"
+    seen = go.get(jid)
+    assert seen["attempted_by"] == ["go-w"] and seen["finalized_at"], seen
+    assert query(db_url, "SELECT count(*) FROM metadata.interop_worked") == [(0,)], "the Go worker did not finish it"
+
+
 @pytest.mark.parametrize("queue", ["default", "*"])
 def test_go_queue_pause_and_resume_are_obeyed(db_url: str, go: GoRiver, queue: str) -> None:
     migrate(db_url)
