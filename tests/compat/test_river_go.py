@@ -106,7 +106,8 @@ def test_go_unique_by_args_is_one_job_worked_once(recorded: str, go: GoRiver) ->
 
 
 def test_go_bulk_insert_is_completed_by_us(db_url: str, go: GoRiver) -> None:
-    ids = [r["id"] for r in (migrate(db_url), go.insert("echo", "--count", "50", "--args", '{"value": {"a": 1}}'))[1]]
+    migrate(db_url)
+    ids = [r["id"] for r in go.insert("echo", "--count", "50", "--args", '{"value": {"a": 1}}')]
     assert len(set(ids)) == 50
     with InProcessRunner(db_url, registry):
         wait_for(lambda: all_completed(db_url, 50), timeout=20, what="50 completed")
