@@ -66,7 +66,7 @@ test-compat: deps venv pg-binaries
 # would not fit a first build): River's CLI and Go interop program, Kubernetes + etcd + kwok + helm
 # from Go modules (~11 min on 2 cores the first time), the Docker engine, base image and both images.
 prepare: deps venv pg-binaries sharp
-	@echo "== River CLI and Go interop program"; scripts/river/install-cli.sh >/dev/null && tests/interop/go/build.sh >/dev/null
+	@echo "== River CLI (v0.47.0) and Go interop program (River v0.51.2, tests/interop/go/go.mod)"; scripts/river/install-cli.sh >/dev/null && tests/interop/go/build.sh >/dev/null
 	@echo "== Kubernetes control plane binaries"; scripts/k8s/build-binaries.sh >/dev/null
 	@echo "== helm, kubeconform and Kubernetes schemas"; tests/chart/install-tools.sh >/dev/null
 	@echo "== Docker engine, base image, images"; scripts/docker/ensure-docker.sh && scripts/docker/base-image.sh && scripts/docker/build-images.sh

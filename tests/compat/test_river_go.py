@@ -1,98 +1,153 @@
-"""Interop with River itself: its CLI agrees about the schema, its Go client's jobs are ours to work,
-jobs from our triggers are worked by a River Go worker, and a mixed fleet elects one leader."""
+"""The compat tier on River v0.51.2's Go client (tests/interop/go): its inserts of every shape are
+worked by our runner, our enqueues and Civic OS's triggers by a River Go worker; its JobCancel,
+QueuePause/Resume and JobRetry act on our runner; it reads the retry schedule our runner writes."""
 
 from __future__ import annotations
 
 import json
+import re
 import subprocess
+import sys
 import time
+from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
-from civic_runner.migrate import Migrator
 
-from tests.conftest import REFERENCE
-from tests.support.catalog import read_catalog
-from tests.support.harness import InProcessRunner, RunnerProcess, migrate, query, wait_for
+from tests.compat.conftest import GoRiver
+from tests.support.harness import ROOT, InProcessRunner, insert, job, migrate, query, wait_for
 from tests.support.kinds import registry
 
 pytestmark = pytest.mark.compat
 
 
-def run(*cmd: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(list(cmd), capture_output=True, text=True, timeout=timeout)
+def go_time(s: str) -> datetime:
+    """Go's RFC3339Nano (up to 9 fractional digits; Python reads 6)."""
+    return datetime.fromisoformat(re.sub(r"(\.\d{6})\d+", r"\1", s).replace("Z", "+00:00"))
 
 
-def test_river_cli_agrees_database_is_current(db_url: str, river_cli: str) -> None:
-    # River 0.47's line ends at 7; its migrator refuses a database holding 8 ("migration 8 not found").
-    migrate(db_url, target_main=7)
-    r = run(river_cli, "validate", "--database-url", db_url, "--schema", "metadata")
-    assert r.returncode == 0, r.stdout + r.stderr
-    listing = run(river_cli, "migrate-list", "--database-url", db_url, "--schema", "metadata")
-    assert listing.returncode == 0
-    assert "* 007" in listing.stdout, listing.stdout
+def state(url: str, job_id: int) -> str:
+    return str(query(url, "SELECT state::text FROM metadata.river_job WHERE id=%s", (job_id,))[0][0])
 
 
-def test_river_cli_sees_target_6_as_one_behind_and_finishes_the_job(db_url: str, river_cli: str) -> None:
-    with psycopg.connect(db_url, autocommit=True) as conn:
-        Migrator(conn, "metadata").up(target_main=6, civic=False)
-    r = run(river_cli, "validate", "--database-url", db_url, "--schema", "metadata")
-    assert r.returncode != 0, "validate must report the pending version 7"
-    listing = run(river_cli, "migrate-list", "--database-url", db_url, "--schema", "metadata")
-    assert "* 006" in listing.stdout, listing.stdout
-    up = run(river_cli, "migrate-up", "--database-url", db_url, "--schema", "metadata")
-    assert up.returncode == 0, up.stderr
-    with psycopg.connect(db_url) as conn:
-        assert read_catalog(conn, "metadata") == json.loads((REFERENCE / "river-schema-v7.catalog.json").read_text())
+def all_completed(url: str, n: int) -> bool:
+    return bool(query(url, "SELECT count(*) FROM metadata.river_job WHERE state='completed'")[0][0] == n)
 
 
-def test_river_cli_0_47_refuses_our_latest_schema_at_8(db_url: str, river_cli: str) -> None:
-    """Why River 0.47 users pin `--target 7`: its CLI does not know 008 (River 0.48+ does)."""
+@pytest.fixture
+def recorded(db_url: str, monkeypatch: pytest.MonkeyPatch) -> str:
+    """River's tables at our latest, and the `record` kind writing to this database."""
     migrate(db_url)
-    listing = run(river_cli, "migrate-list", "--database-url", db_url, "--schema", "metadata")
-    assert listing.returncode != 0
-    assert "migration 8 not found" in listing.stdout + listing.stderr, listing.stdout + listing.stderr
+    monkeypatch.setenv("TEST_RECORD_URL", db_url)
+    return db_url
 
 
-def test_database_migrated_by_river_cli_is_accepted_by_us(db_url: str, river_cli: str) -> None:
-    with psycopg.connect(db_url, autocommit=True) as conn:
-        conn.execute("CREATE SCHEMA metadata")
-    up = run(river_cli, "migrate-up", "--database-url", db_url, "--schema", "metadata")
-    assert up.returncode == 0, up.stderr
-    with psycopg.connect(db_url, autocommit=True) as conn:
-        applied = Migrator(conn, "metadata").up()
-    assert [f"{m.line}/{m.version}" for m in applied] == ["civic_files/1", "civic_files/2"]
+# -- River's inserts, worked by us ---------------------------------------------------------------------------
 
 
-def test_jobs_inserted_by_river_go_client_are_completed_by_us(db_url: str, river_interop: str) -> None:
-    migrate(db_url)
-    r = run(
-        river_interop,
-        "insert",
-        "--database-url",
-        db_url,
-        "--kind",
-        "echo",
-        "--count",
-        "50",
-        "--args",
-        '{"value": {"from": "go"}}',
+def test_go_priorities_are_claimed_in_rivers_order(recorded: str, go: GoRiver) -> None:
+    ids = {p: go.insert("record", "--priority", str(p))[0]["id"] for p in (4, 2, 3, 1)}
+    with InProcessRunner(recorded, registry, queues="default=1"):  # one at a time: claim order = run order
+        wait_for(lambda: all_completed(recorded, 4), timeout=15, what="4 completed")
+    assert [r[0] for r in query(recorded, "SELECT job_id FROM test_runs ORDER BY at")] == [ids[p] for p in (1, 2, 3, 4)]
+    assert query(recorded, "SELECT id, priority FROM metadata.river_job ORDER BY id") == sorted(
+        (i, p) for p, i in ids.items()
     )
-    assert r.returncode == 0, r.stderr
-    ids = json.loads(r.stdout)
-    assert len(ids) == 50
+
+
+def test_go_scheduled_job_runs_at_its_time_not_before(db_url: str, go: GoRiver) -> None:
+    migrate(db_url)
+    [j] = go.insert("echo", "--scheduled-in", "3s", "--args", '{"value": "later"}')
+    assert state(db_url, j["id"]) == "scheduled"
+    with InProcessRunner(db_url, registry, scheduler_interval=0.2):
+        time.sleep(1.5)
+        assert job(db_url, j["id"])["attempt"] == 0, "worked before its scheduled time"
+        wait_for(lambda: state(db_url, j["id"]) == "completed", timeout=10, what="completed")
+    r = job(db_url, j["id"])
+    assert r["scheduled_at"] <= r["attempted_at"], r
+    assert (r["attempted_at"] - r["scheduled_at"]).total_seconds() < 2, "the leader's scheduler released it late"
+
+
+def test_go_tags_metadata_and_max_attempts_are_kept(db_url: str, go: GoRiver) -> None:
+    migrate(db_url)
+    [j] = go.insert(
+        "echo", "--tags", "from-go,urgent", "--metadata", '{"origin": "go", "n": 1}', "--max-attempts", "3",
+        "--args", '{"value": 7}',
+    )  # fmt: skip
     with InProcessRunner(db_url, registry):
-        wait_for(
-            lambda: query(db_url, "SELECT count(*) FROM metadata.river_job WHERE state='completed'")[0][0] == 50,
-            timeout=20,
-            what="50 completed",
-        )
-    outputs = query(db_url, "SELECT DISTINCT metadata->'output' FROM metadata.river_job")
-    assert outputs == [({"from": "go"},)]
+        wait_for(lambda: state(db_url, j["id"]) == "completed", timeout=10, what="completed")
+    tags, metadata, max_attempts = query(
+        db_url, "SELECT tags, metadata, max_attempts FROM metadata.river_job WHERE id=%s", (j["id"],)
+    )[0]
+    assert tags == ["from-go", "urgent"] and max_attempts == 3
+    assert metadata["origin"] == "go" and metadata["n"] == 1 and metadata["output"] == 7, metadata
+    seen = go.get(j["id"])  # and River reads back what we wrote
+    assert seen["state"] == "completed" and seen["metadata"]["output"] == 7, seen
+    assert seen["tags"] == ["from-go", "urgent"] and not seen["errors"]
 
 
-def test_trigger_jobs_are_completed_by_a_river_go_worker(db_url: str, river_interop: str) -> None:
+def test_go_unique_by_args_is_one_job_worked_once(recorded: str, go: GoRiver) -> None:
+    def unique(value: str) -> dict[str, Any]:
+        [r] = go.insert("record", "--unique-by-args", "--args", json.dumps({"value": value}))
+        return r
+
+    a, again, b = unique("a"), unique("a"), unique("b")
+    assert not a["duplicate"] and again == {"id": a["id"], "duplicate": True} and not b["duplicate"]
+    with InProcessRunner(recorded, registry):
+        wait_for(lambda: all_completed(recorded, 2), timeout=10, what="2 completed")
+    # River's default unique states include `completed`: still a duplicate once we completed it, so the
+    # runner kept the key and the states River wrote.
+    assert unique("a") == {"id": a["id"], "duplicate": True}
+    assert query(recorded, "SELECT count(*), count(unique_key) FROM metadata.river_job") == [(2, 2)]
+    assert query(recorded, "SELECT DISTINCT unique_states::text FROM metadata.river_job") == [("11110101",)]
+    assert sorted(r[0] for r in query(recorded, "SELECT job_id FROM test_runs")) == [a["id"], b["id"]]
+
+
+def test_go_bulk_insert_is_completed_by_us(db_url: str, go: GoRiver) -> None:
+    migrate(db_url)
+    ids = [r["id"] for r in go.insert("echo", "--count", "50", "--args", '{"value": {"a": 1}}')]
+    assert len(set(ids)) == 50
+    with InProcessRunner(db_url, registry):
+        wait_for(lambda: all_completed(db_url, 50), timeout=20, what="50 completed")
+    assert query(db_url, "SELECT DISTINCT metadata->'output' FROM metadata.river_job") == [({"a": 1},)]
+
+
+# -- our inserts, worked by River ----------------------------------------------------------------------------
+
+
+def test_our_enqueues_wake_and_are_worked_by_a_river_go_worker(db_url: str, go: GoRiver, tmp_path: Path) -> None:
+    migrate(db_url)
+    # A 30 s poll: only our enqueue's NOTIFY can make the Go worker claim within seconds.
+    worker = go.popen(
+        "work", "--kinds", "record", "--id", "go-w", "--fetch-poll-interval", "30s", "--expect", "5",
+        "--timeout", "40s", log=tmp_path / "go.log",
+    )  # fmt: skip
+    try:
+        wait_for(lambda: query(db_url, "SELECT 1 FROM metadata.river_queue WHERE name='default'"), 15, 0.05, "Go up")
+        time.sleep(0.5)  # its producer has fetched once (nothing) and listens
+        r = subprocess.run(
+            [sys.executable, "-m", "civic_runner.cli", "enqueue", "record", "--database-url", db_url, "--args",
+             '{"n": 1}', "--count", "5", "--priority", "2", "--tag", "from-python", "--max-attempts", "3"],
+            capture_output=True, text=True, timeout=30, cwd=ROOT,
+        )  # fmt: skip
+        assert r.returncode == 0, r.stderr
+        assert worker.wait(40) == 0, (tmp_path / "go.log").read_text()
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+    # From the insert's commit to River's claim, by the database's clock (no process start-up in it).
+    [(wake,)] = query(db_url, "SELECT extract(epoch FROM max(attempted_at) - min(created_at)) FROM metadata.river_job")
+    assert wake < 2, f"{wake:.1f} s: the Go worker was not woken by our NOTIFY"
+    rows = query(
+        db_url, "SELECT DISTINCT state::text, priority, tags, max_attempts, attempted_by FROM metadata.river_job"
+    )
+    assert rows == [("completed", 2, ["from-python"], 3, ["go-w"])]
+    assert query(db_url, "SELECT count(*) FROM metadata.interop_worked WHERE worker='go-w' AND attempt=1") == [(5,)]
+
+
+def test_trigger_jobs_are_completed_by_a_river_go_worker(db_url: str, go: GoRiver) -> None:
     migrate(db_url, civic=True)
     with psycopg.connect(db_url, autocommit=True) as conn:
         for i in range(5):
@@ -101,57 +156,99 @@ def test_trigger_jobs_are_completed_by_a_river_go_worker(db_url: str, river_inte
                 "VALUES ('issues', %s, 'a.png', 'image/png')",
                 (str(i),),
             )
-    r = run(
-        river_interop,
-        "work",
-        "--database-url",
-        db_url,
-        "--queue",
-        "s3_signer",
-        "--kinds",
-        "s3_presign",
-        "--timeout",
-        "60s",
-        timeout=90,
-    )
+    r = go.run("work", "--queue", "s3_signer", "--kinds", "s3_presign", "--timeout", "60s", timeout=90)
     assert r.returncode == 0, r.stdout + r.stderr
     assert query(db_url, "SELECT count(*) FROM metadata.interop_worked WHERE kind = 's3_presign'")[0][0] == 5
     assert query(db_url, "SELECT state::text, count(*) FROM metadata.river_job GROUP BY 1") == [("completed", 5)]
 
 
-def test_mixed_go_python_fleet_elects_exactly_one_leader(db_url: str, river_interop: str, tmp_path: Path) -> None:
+# -- River's controls, obeyed by us --------------------------------------------------------------------------
+
+
+def test_go_job_cancel_stops_our_running_job(db_url: str, go: GoRiver) -> None:
     migrate(db_url)
-    go = subprocess.Popen(
-        [river_interop, "elect", "--database-url", db_url, "--id", "go-a", "--duration", "40s"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-    )
+    with InProcessRunner(db_url, registry):
+        [jid] = insert(db_url, "sleep", {"seconds": 60})
+        wait_for(lambda: state(db_url, jid) == "running", timeout=10, what="running")
+        t0 = time.monotonic()
+        requested = go("cancel", "--id", str(jid))
+        assert requested["state"] == "running" and "cancel_attempted_at" in requested["metadata"], requested
+        wait_for(lambda: state(db_url, jid) == "cancelled", timeout=5, what="cancelled by River's JobCancel")
+        elapsed = time.monotonic() - t0
+    assert elapsed < 2, f"cancel took {elapsed:.1f} s (the notification should act at once)"
+    seen = go.get(jid)
+    assert seen["state"] == "cancelled" and seen["finalized_at"] and seen["attempt"] == 1, seen
+
+
+def test_our_jobs_cancel_stops_a_job_a_river_go_worker_is_running(db_url: str, go: GoRiver, tmp_path: Path) -> None:
+    """The other direction: `civic-runner jobs cancel` sends River's control notification, and River's
+    producer cancels the job's context."""
+    migrate(db_url)
+    [jid] = insert(db_url, "record", {"sleep": 60})
+    worker = go.popen("work", "--kinds", "record", "--id", "go-w", "--timeout", "40s", log=tmp_path / "go.log")
     try:
-        wait_for(lambda: query(db_url, "SELECT leader_id FROM metadata.river_leader"), timeout=15, what="a leader")
-        py = [
-            RunnerProcess(
-                db_url, "--elect-interval", "0.5", "--client-id", f"py-{i}", log_path=tmp_path / f"py{i}.log"
-            ).start()
-            for i in range(2)
-        ]
-        seen = set()
-        for _ in range(20):
-            rows = query(db_url, "SELECT leader_id FROM metadata.river_leader")
-            assert len(rows) == 1
-            seen.add(rows[0][0])
-            time.sleep(0.25)
-        assert seen == {"go-a"}, "the Go leader keeps its term while Python runners bid"
-        go.terminate()  # River resigns on stop; a Python runner takes over
-        go.wait(20)
-        new = wait_for(
-            lambda: [r for r in query(db_url, "SELECT leader_id FROM metadata.river_leader") if r[0] != "go-a"],
-            timeout=10,
-            what="a Python leader",
-        )
-        assert new[0][0].startswith("py-")
-        for p in py:
-            assert p.terminate() == 0
+        wait_for(lambda: state(db_url, jid) == "running", timeout=15, what="Go runs it")
+        t0 = time.monotonic()
+        r = subprocess.run(
+            [sys.executable, "-m", "civic_runner.cli", "jobs", "cancel", str(jid), "--database-url", db_url],
+            capture_output=True, text=True, timeout=30, cwd=ROOT,
+        )  # fmt: skip
+        assert r.returncode == 0, r.stdout + r.stderr
+        wait_for(lambda: state(db_url, jid) == "cancelled", timeout=5 + (time.monotonic() - t0), what="cancelled")
+        assert worker.wait(30) == 0, (tmp_path / "go.log").read_text()
     finally:
-        if go.poll() is None:
-            go.kill()
+        if worker.poll() is None:
+            worker.kill()
+    # From our cancel request to River's ending, by the database's clock (no process start-up in it).
+    [(took,)] = query(
+        db_url,
+        "SELECT extract(epoch FROM finalized_at - (metadata->>'cancel_attempted_at')::timestamptz) "
+        "FROM metadata.river_job WHERE id = %s",
+        (jid,),
+    )
+    assert took < 2, f"{took:.1f} s"
+    seen = go.get(jid)
+    assert seen["attempted_by"] == ["go-w"] and seen["finalized_at"], seen
+    assert query(db_url, "SELECT count(*) FROM metadata.interop_worked") == [(0,)], "the Go worker did not finish it"
+
+
+@pytest.mark.parametrize("queue", ["default", "*"])
+def test_go_queue_pause_and_resume_are_obeyed(db_url: str, go: GoRiver, queue: str) -> None:
+    migrate(db_url)
+    with InProcessRunner(db_url, registry):
+        go("pause", "--queue", queue)
+        assert query(db_url, "SELECT paused_at IS NOT NULL FROM metadata.river_queue WHERE name='default'") == [(True,)]
+        time.sleep(1.0)  # River's producers pause on the notification
+        ids = insert(db_url, "echo", {"value": 1}, count=3)
+        time.sleep(1.5)
+        assert query(db_url, "SELECT DISTINCT state::text, attempt FROM metadata.river_job") == [("available", 0)]
+        t0 = time.monotonic()
+        go("resume", "--queue", queue)
+        wait_for(lambda: all_completed(db_url, 3), timeout=5, what="worked after QueueResume")
+        assert time.monotonic() - t0 < 2
+    assert len(ids) == 3
+
+
+def test_retry_schedule_we_write_is_rivers_when_read_from_go(db_url: str, go: GoRiver) -> None:
+    """After each failure River decodes the errors we appended and finds the job due when its own
+    DefaultClientRetryPolicy would have put it; JobRetry runs it again at once, until it is discarded."""
+    migrate(db_url)
+    [j] = go.insert("fail", "--max-attempts", "4")
+    jid = j["id"]
+    for attempt in range(1, 5):
+        with InProcessRunner(db_url, registry):
+            wait_for(
+                lambda n=attempt: len(job(db_url, jid)["errors"] or []) == n, timeout=10, what=f"failure {attempt}"
+            )
+        seen = go.get(jid)
+        assert seen["attempt"] == attempt and [e["attempt"] for e in seen["errors"]] == list(range(1, attempt + 1))
+        assert seen["errors"][-1]["error"] == "ValueError: boom", seen["errors"][-1]
+        if attempt == 4:
+            assert seen["state"] == "discarded" and seen["finalized_at"], seen
+            break
+        # (errors before + 1)^4 s ± 10 %: 1 s (due within the scheduler's 5 s: available), 16 s, 81 s.
+        assert seen["state"] == ("available" if attempt == 1 else "retryable"), seen
+        delay = (go_time(seen["scheduled_at"]) - go_time(seen["errors"][-1]["at"])).total_seconds()
+        policy = seen["retry_policy"]
+        assert policy["min_seconds"] - 0.05 <= delay <= policy["max_seconds"] + 1.0, (delay, policy)
+        assert go("retry", "--id", str(jid))["state"] == "available"

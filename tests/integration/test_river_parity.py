@@ -120,6 +120,23 @@ def test_rescuer_leaves_a_job_that_restarted_or_finished_after_it_was_read(url: 
     assert j["state"] == ("running" if what == "restarted" else "completed")
 
 
+def test_rescue_error_entry_is_dated_at_the_rescue(url: str) -> None:
+    """River's JobRescuer writes the rescue time in `at` (its other entries carry the run's start): a
+    run that hung for hours shows when it was given up, in River UI as in ours."""
+    jid = stuck(url)
+    cfg = RunnerConfig.from_values({"database_url": url})
+    before = datetime.now(UTC)
+
+    async def rescue(pool: AsyncConnectionPool) -> int:
+        return await Maintainer(cfg, pool, Driver("metadata"), None, {"fail"}).rescue_once()  # type: ignore[arg-type]
+
+    assert asyncio.run(_with_pool(url, rescue)) == 1
+    [entry] = job(url, jid)["errors"]
+    at = datetime.fromisoformat(entry["at"])
+    assert before <= at <= datetime.now(UTC), entry
+    assert entry["attempt"] == 1 and entry["trace"] == ""
+
+
 def test_rescuer_is_not_stopped_by_metadata_python_cannot_decode(url: str) -> None:
     """The rescuer decides from SQL (`metadata ? 'cancel_attempted_at'`), never by decoding the metadata."""
     deep = stuck(url)

@@ -35,9 +35,12 @@ def echo(job: Job, ctx: JobContext) -> Any:
 
 @registry.kind("record")
 def record(job: Job, ctx: JobContext) -> None:
+    """Args {"sleep": S, "sleep_attempts": K}: sleep S s on attempts up to K (all without K), so a job can
+    hang once and then complete (the Go interop worker reads the same args)."""
     args = job.args_object()
     _record(job)
-    time.sleep(float(args.get("sleep", 0)))
+    if "sleep_attempts" not in args or job.attempt <= int(args["sleep_attempts"]):
+        time.sleep(float(args.get("sleep", 0)))
 
 
 @registry.kind("fail")

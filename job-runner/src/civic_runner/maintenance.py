@@ -115,7 +115,9 @@ class Maintainer:
             plans = []
             for row in rows:
                 state, at = plan_rescue(row, self._kinds, now)
-                entry = error_entry_at(row["attempted_at"] or now, row["attempt"], RESCUE_ERROR)
+                # River dates a rescue entry at the rescue, not at the stuck run's start: the run may
+                # have hung for hours, and "when was it given up" is what River UI and `jobs show` tell.
+                entry = error_entry_at(now, row["attempt"], RESCUE_ERROR)
                 plans.append((row["id"], state, at, entry))
                 metrics.MAINTENANCE.labels("rescuer", state).inc()
             return await self._driver.rescue_many(conn, plans, horizon)

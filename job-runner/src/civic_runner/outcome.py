@@ -62,7 +62,8 @@ def go_time(ts: datetime) -> str:
 
 
 def error_entry_at(started_at: datetime, attempt: int, message: str, trace: str = "") -> dict[str, Any]:
-    """River's AttemptError: `at` is when the failed run started, not when it failed."""
+    """River's AttemptError: `at` is when the failed run started, not when it failed (the rescuer
+    passes the rescue time, as River's does)."""
     return {"at": go_time(started_at), "attempt": attempt, "error": message, "trace": trace}
 
 
