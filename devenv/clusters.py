@@ -248,7 +248,9 @@ class LocalCluster(_Common):
             self.real_node_script("load", TEST_IMAGE)
 
     def teardown(self) -> None:
-        self.real_node_script("down")
+        # CIVIC_E2E_KEEP_NODE=1: leave the real node up for others who share this machine's cluster.
+        if os.environ.get("CIVIC_E2E_KEEP_NODE") != "1":
+            self.real_node_script("down")
 
     def load_image(self, image: str) -> None:
         """A Docker image into the real node's containerd (skipped when unchanged)."""
