@@ -64,13 +64,14 @@ test-compat: deps venv pg-binaries
 	$(BIN)/pytest -m "compat" -q
 
 # Long builds, cached under $(CIVIC_CACHE) by version, done before pytest (whose per-test timeout
-# would not fit a first build): River's CLI and Go interop program, Kubernetes + etcd + kwok + helm
+# would not fit a first build): River's CLI and Go interop program, River UI (~1 min), Kubernetes + etcd + kwok + helm
 # from Go modules (~11 min on 2 cores the first time), the Docker engine, base image and both images.
 prepare: deps venv pg-binaries sharp
 	@echo "== River CLI and Go interop program"; scripts/river/install-cli.sh >/dev/null && tests/interop/go/build.sh >/dev/null
+	@echo "== River UI"; scripts/riverui/install.sh >/dev/null
 	@echo "== Kubernetes control plane binaries"; scripts/k8s/build-binaries.sh >/dev/null
 	@echo "== helm, kubeconform and Kubernetes schemas"; tests/chart/install-tools.sh >/dev/null
-	@echo "== Docker engine, base image, images"; scripts/docker/ensure-docker.sh && scripts/docker/base-image.sh && scripts/docker/build-images.sh
+	@echo "== Docker engine, base image, images"; scripts/docker/ensure-docker.sh && scripts/docker/base-image.sh && scripts/docker/build-images.sh && scripts/riverui/build-image.sh
 
 test-cluster: prepare
 	$(BIN)/pytest -m cluster -q

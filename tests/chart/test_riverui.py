@@ -123,9 +123,7 @@ def test_basic_auth_off_only_when_asked(tools: dict[str, str]) -> None:  # noqa:
 
 
 def test_database_secret_is_required(tools: dict[str, str]) -> None:  # noqa: F811
-    proc = render(
-        tools, "--set", "migrations.enabled=false", "--set", "tests.enabled=false", *LOGIN, check=False
-    )
+    proc = render(tools, "--set", "migrations.enabled=false", "--set", "tests.enabled=false", *LOGIN, check=False)
     assert proc.returncode != 0
     assert "ui.database.secret.name or database.secret.name is required" in proc.stderr
     rendered = docs(

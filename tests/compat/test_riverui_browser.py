@@ -217,6 +217,7 @@ def test_pause_in_the_ui_pauses_our_runners(url: str, page: Page, shots: Callabl
         answered = time.monotonic()
         wait_for(lambda: listening.runner.producers["uploads"].paused, 1.0, interval=0.005, what="paused by notify")
         by_notification = time.monotonic() - answered  # from River UI's answer: its pause is committed
+        from_click = time.monotonic() - clicked
         expect(button(page, "Resume")).to_be_visible()
         assert query(url, "SELECT paused_at IS NOT NULL FROM metadata.river_queue WHERE name = 'uploads'") == [(True,)]
         assert not listening.runner.producers["default"].paused, "only the queue paused in the UI"
@@ -240,7 +241,8 @@ def test_pause_in_the_ui_pauses_our_runners(url: str, page: Page, shots: Callabl
         resumed = time.monotonic() - answered
         wait_state(url, waiting, "completed", 5)
         print(  # noqa: T201 - the figures, with -s
-            f"\npause: by notification {by_notification * 1000:.0f} ms after River UI's answer, by poll "
+            f"\npause: by notification {by_notification * 1000:.0f} ms after River UI's answer "
+            f"({from_click * 1000:.0f} ms after the click), by poll "
             f"{by_poll:.1f} s after the click (interval {default_poll:.0f} s); resume {resumed * 1000:.0f} ms"
         )
     finally:
