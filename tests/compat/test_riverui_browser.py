@@ -204,7 +204,7 @@ def test_pause_in_the_ui_pauses_our_runners(url: str, page: Page, shots: Callabl
         if payload.get("action") not in ("pause", "resume"):
             heard(payload)
 
-    deaf.runner._on_control = lose_pause_and_resume  # type: ignore[method-assign]
+    deaf.runner._on_control = lose_pause_and_resume
     deaf.start()
     try:
         default_poll = control_poll_interval(RunnerConfig.from_values({"database_url": url}))

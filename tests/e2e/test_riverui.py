@@ -47,7 +47,7 @@ def get(url: str, login: tuple[str, str] | None = None) -> tuple[int, Any]:
 
 
 @pytest.fixture
-def release(cluster: Cluster, namespace: str, database: str, riverui_image: str) -> Iterator[str]:
+def release(cluster: Cluster, namespace: str, database: str, riverui_image: str, tmp_path: Path) -> Iterator[str]:
     role = f"civic_riverui_e2e_{os.getpid()}_{namespace.replace('-', '_')}"
     sql = fenced_block((ROOT / "docs" / "helm.md").read_text(), "riverui-role").replace("civic_riverui", role)
     with psycopg.connect(database, autocommit=True) as conn:
@@ -73,14 +73,13 @@ def release(cluster: Cluster, namespace: str, database: str, riverui_image: str)
             **placement,
         },
     }
-    path = Path(f"/tmp/{namespace}-riverui-values.json")
+    path = tmp_path / "values.json"
     path.write_text(json.dumps(values))
     cluster.helm("install", RELEASE, str(CHART), "-n", namespace, "-f", str(path))
     try:
         yield namespace
     finally:
         cluster.helm("uninstall", RELEASE, "-n", namespace, "--wait", "--timeout", "60s")
-        path.unlink(missing_ok=True)
 
 
 def test_river_ui_pod_from_the_chart(cluster: Cluster, release: str, database: str) -> None:
