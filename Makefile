@@ -10,8 +10,9 @@ export CIVIC_CACHE ?= $(HOME)/.cache/civic-workers
 # the pyvips[binary] wheel, the build sharp bundles), Docker + debootstrap
 # (the images tier builds its base image locally: nothing can be pulled here); for the real node
 # (scripts/k8s/real-node.sh): the CNI plugins, socat (pods reach the API server on loopback through it),
-# iptables (kube-proxy), gcc + libc6-dev (the static pause binary); containerd and runc come with docker.io.
-APT_PACKAGES := postgresql postgresql-contrib poppler-utils libheif-examples docker.io debootstrap containernetworking-plugins socat iptables gcc libc6-dev
+# iptables (kube-proxy), gcc + libc6-dev (the static pause binary); containerd and runc come with docker.io;
+# chromium: the real browser that drives River UI (tests/compat/test_riverui_browser.py, headless).
+APT_PACKAGES := postgresql postgresql-contrib poppler-utils libheif-examples docker.io debootstrap containernetworking-plugins socat iptables gcc libc6-dev chromium
 
 .PHONY: help deps venv lint prepare test test-fast test-integration test-compat test-cluster test-images \
 	bench run demo clean
@@ -63,13 +64,14 @@ test-compat: deps venv pg-binaries
 	$(BIN)/pytest -m "compat" -q
 
 # Long builds, cached under $(CIVIC_CACHE) by version, done before pytest (whose per-test timeout
-# would not fit a first build): River's CLI and Go interop program, Kubernetes + etcd + kwok + helm
+# would not fit a first build): River's CLI and Go interop program, River UI (~1 min), Kubernetes + etcd + kwok + helm
 # from Go modules (~11 min on 2 cores the first time), the Docker engine, base image and both images.
 prepare: deps venv pg-binaries sharp
 	@echo "== River CLI (v0.47.0) and Go interop program (River v0.51.2, tests/interop/go/go.mod)"; scripts/river/install-cli.sh >/dev/null && tests/interop/go/build.sh >/dev/null
+	@echo "== River UI (v0.22.0)"; scripts/riverui/install.sh >/dev/null
 	@echo "== Kubernetes control plane binaries"; scripts/k8s/build-binaries.sh >/dev/null
 	@echo "== helm, kubeconform and Kubernetes schemas"; tests/chart/install-tools.sh >/dev/null
-	@echo "== Docker engine, base image, images"; scripts/docker/ensure-docker.sh && scripts/docker/base-image.sh && scripts/docker/build-images.sh
+	@echo "== Docker engine, base image, images"; scripts/docker/ensure-docker.sh && scripts/docker/base-image.sh && scripts/docker/build-images.sh && scripts/riverui/build-image.sh
 
 test-cluster: prepare
 	$(BIN)/pytest -m cluster -q

@@ -36,6 +36,16 @@ REAL_NODE = "civic-real"
 REAL_NODE_IP = "10.88.0.1"  # the real node's bridge: pods reach the host's servers there
 # The runner image plus the tests' job kinds (tests/support/kinds.py), for pools whose pods really run.
 TEST_IMAGE = "civic-runner-e2e:dev"
+# River UI's binary in an image (scripts/riverui/build-image.sh), standing in for River's published one.
+RIVERUI_IMAGE = "civic-riverui:dev"
+RIVERUI_BUILD_SCRIPT = ROOT / "scripts" / "riverui" / "build-image.sh"
+
+
+def build_riverui_image() -> None:
+    """civic-riverui:dev from River UI's binary (built from its Go module, cached by version)."""
+    r = subprocess.run(["bash", str(RIVERUI_BUILD_SCRIPT)], capture_output=True, text=True, timeout=900)
+    if r.returncode != 0:
+        raise RuntimeError(f"building {RIVERUI_IMAGE} failed:\n{r.stderr[-2000:]}")
 
 
 def build_test_image() -> None:
@@ -134,6 +144,7 @@ class Cluster(Protocol):
     def operator_kubeconfig(self, namespace: str, tmp: Path) -> Path: ...
     def token_kubeconfig(self, namespace: str, service_account: str, path: Path) -> Path: ...
     def restart_apiserver(self) -> None: ...
+    def load_image(self, image: str) -> None: ...
 
 
 class _Common:
@@ -237,7 +248,13 @@ class LocalCluster(_Common):
             self.real_node_script("load", TEST_IMAGE)
 
     def teardown(self) -> None:
-        self.real_node_script("down")
+        # CIVIC_E2E_KEEP_NODE=1: leave the real node up for others who share this machine's cluster.
+        if os.environ.get("CIVIC_E2E_KEEP_NODE") != "1":
+            self.real_node_script("down")
+
+    def load_image(self, image: str) -> None:
+        """A Docker image into the real node's containerd (skipped when unchanged)."""
+        self.real_node_script("load", image)
 
     def real_node_script(self, *args: str) -> None:
         r = subprocess.run(["bash", str(REAL_NODE_SCRIPT), *args], capture_output=True, text=True, timeout=900)
@@ -308,6 +325,9 @@ class KindCluster(_Common):
         build_test_image()
         for image in ("civic-runner:dev", "civic-operator:dev", TEST_IMAGE):
             self.kind.load_docker_image(image)
+
+    def load_image(self, image: str) -> None:
+        self.kind.load_docker_image(image)
 
     @property
     def kubeconfig(self) -> Path:

@@ -10,8 +10,9 @@ every runner pod run as containers on the real node, so every column of `kubectl
 from the runners' own /readyz) and every `kubectl logs` line is theirs. It plays a burst of uploads the
 way Civic OS's frontend does them (request an upload URL, PUT the bytes, record the file), shows queue
 depth, desired/ready replicas and thumbnails done every second, then runs and prints the commands a user
-looks with (`look_commands`: `kubectl get cwp`, pods, the Scaled events, `kubectl logs`). At the end (or
-on Ctrl-C) it uninstalls the release (the kubelet stops the pods with SIGTERM) and stops S3; the cluster,
+looks with (`look_commands`: `kubectl get cwp`, pods, the Scaled events, `kubectl logs`). River UI (the
+chart's `ui`) runs beside the pools: its URL and login are printed. At the end (or on Ctrl-C) it uninstalls
+the release (the kubelet stops the pods with SIGTERM) and stops S3; the cluster,
 the real node and PostgreSQL stay for the next run.
 
     python scripts/demo.py [--uploads 60] [--keep-running]
@@ -23,6 +24,7 @@ import argparse
 import concurrent.futures
 import json
 import os
+import secrets
 import subprocess
 import sys
 import tempfile
@@ -36,7 +38,14 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from devenv import corpus  # noqa: E402
-from devenv.clusters import CHART, REAL_NODE, REAL_NODE_IP, LocalCluster  # noqa: E402
+from devenv.clusters import (  # noqa: E402
+    CHART,
+    REAL_NODE,
+    REAL_NODE_IP,
+    RIVERUI_IMAGE,
+    LocalCluster,
+    build_riverui_image,
+)
 from devenv.pg import PostgresServer  # noqa: E402
 from devenv.s3 import SeaweedS3  # noqa: E402
 from scripts.localdb import server as local_postgres  # noqa: E402
@@ -45,6 +54,7 @@ NAMESPACE = "civic-demo"
 RELEASE = "civic"
 OPERATOR = f"{RELEASE}-civic-workers-operator"
 POOL_LABEL = "workers.civic-os.org/pool"
+RIVERUI_USER = "admin"
 T0 = time.monotonic()
 
 
@@ -175,6 +185,13 @@ def chart_values(work: Path) -> Path:
         "operator": placement,
         "migrations": placement,
         "tests": placement,
+        # River UI beside the pools (the image of its binary: River's published one cannot be pulled here).
+        "ui": {
+            "enabled": True,
+            "image": dict(zip(("repository", "tag"), RIVERUI_IMAGE.split(":"), strict=True)),
+            "basicAuth": {"secret": {"name": "civic-riverui-login"}},
+            **placement,
+        },
         "pools": {
             "s3Signer": {"enabled": True, "autoscaling": {"cooldownSeconds": 30}, **placement},
             "thumbnails": {
@@ -236,6 +253,15 @@ def look_around(cluster: LocalCluster, namespace: str = NAMESPACE, release: str 
         show(command, r.stdout if r.returncode == 0 else r.stdout + r.stderr)
 
 
+def riverui_url(cluster: LocalCluster) -> str:
+    """River UI's pod address: pods' addresses on the real node's bridge are reachable from this host."""
+    pods = json.loads(
+        cluster.kubectl("get", "pods", "-n", NAMESPACE, "-l", "app.kubernetes.io/name=riverui", "-o", "json")
+    )["items"]
+    ip = next((p["status"].get("podIP") for p in pods if p["status"].get("podIP")), None)
+    return f"http://{ip}:8080/" if ip else "(no River UI pod yet)"
+
+
 def migrated(cluster: LocalCluster) -> str:
     """What the hook's `civic-runner migrate` reported (its log: one JSON document)."""
     log = "\n" + cluster.kubectl("logs", "-n", NAMESPACE, f"job/{RELEASE}-civic-workers-migrate", check=False)
@@ -272,9 +298,12 @@ def main() -> int:
     try:
         say("images civic-runner:dev and civic-operator:dev from this tree (Docker engine and base image first) ...")
         build_images()
+        build_riverui_image()
+        say(f"  {RIVERUI_IMAGE}: River UI v0.22.0 from its Go module (scripts/riverui/build-image.sh)")
         say("Kubernetes control plane and its real node (first run builds them from Go modules: ~11 min) ...")
         cluster = LocalCluster()
         cluster.up(test_image=False)
+        cluster.load_image(RIVERUI_IMAGE)
         say(f"  node {REAL_NODE} Ready: kubelet + containerd on bridge civicbr0 {REAL_NODE_IP}/24, images loaded")
         say(f"PostgreSQL (local, persistent; pods reach it at {REAL_NODE_IP}) ...")
         db, db_for_pods = database()
@@ -286,6 +315,12 @@ def main() -> int:
         cluster.kubectl("create", "namespace", NAMESPACE, check=False)
         cluster.create_secret(NAMESPACE, "civic-db", {"DATABASE_URL": db_for_pods})
         cluster.create_secret(NAMESPACE, "civic-s3", s3.env)
+        ui_password = secrets.token_urlsafe(12)
+        cluster.create_secret(
+            NAMESPACE,
+            "civic-riverui-login",
+            {"RIVER_BASIC_AUTH_USER": RIVERUI_USER, "RIVER_BASIC_AUTH_PASS": ui_password},
+        )
         say("helm upgrade --install: migration hook Job, operator Deployment, pools s3-signer and thumbnails ...")
         installed = True
         cluster.helm(
@@ -293,6 +328,8 @@ def main() -> int:
             "--wait", "--timeout", "180s",
         )  # fmt: skip
         say(f"  migration hook Job (a pod on {REAL_NODE}): {migrated(cluster)}")
+        ui_login = f"River UI: {riverui_url(cluster)}  (login {RIVERUI_USER} / {ui_password})"
+        say(f"  {ui_login}")
         say("  waiting for the operator pod to make the pools' Deployments ...")
         deadline = time.monotonic() + 120
         wanted = {"deployment.apps/s3-signer-runner", "deployment.apps/thumbnails-runner"}
@@ -322,11 +359,12 @@ def main() -> int:
         look_around(cluster)
         if args.keep_running:
             say(f"running until Ctrl-C; look around yourself, e.g.  kubectl get cwp,pods -n {NAMESPACE}")
+            say(ui_login)
             while True:
                 time.sleep(5)
                 say(progress(cluster, db))
         else:
-            say("(python scripts/demo.py --keep-running stays up to look around with those commands)")
+            say(f"(python scripts/demo.py --keep-running stays up to look around with those commands, and {ui_login})")
     except KeyboardInterrupt:
         say("Ctrl-C: cleaning up")
     finally:

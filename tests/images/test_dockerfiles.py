@@ -25,7 +25,7 @@ def hadolint() -> str:
     return path
 
 
-@pytest.mark.parametrize("dockerfile", ["Dockerfile.runner", "Dockerfile.operator"])
+@pytest.mark.parametrize("dockerfile", ["Dockerfile.runner", "Dockerfile.operator", "scripts/riverui/Dockerfile"])
 def test_hadolint_clean(dockerfile: str) -> None:
     proc = subprocess.run(
         [hadolint(), "--failure-threshold", "info", str(ROOT / dockerfile)], capture_output=True, text=True, check=False

@@ -104,3 +104,19 @@ runAsGroup: 10001
 capabilities:
   drop: [ALL]
 {{- end -}}
+
+{{/* River UI: names, labels, the database Secret it reads and its schema (the chart's own by default). */}}
+{{- define "civic-workers.uiName" -}}
+{{- printf "%s-riverui" (include "civic-workers.fullname" .) | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{- define "civic-workers.uiSelectorLabels" -}}
+app.kubernetes.io/name: riverui
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end -}}
+
+{{- define "civic-workers.uiLabels" -}}
+{{ include "civic-workers.labels" . }}
+app.kubernetes.io/name: riverui
+app.kubernetes.io/component: ui
+{{- end -}}

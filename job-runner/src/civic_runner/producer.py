@@ -54,6 +54,13 @@ def control_poll_interval(cfg: RunnerConfig) -> float:
     return min(cfg.control_poll_interval, POLL_ONLY_CONTROL_INTERVAL) if cfg.poll_only else cfg.control_poll_interval
 
 
+def control_poll_delay(interval: float, r: float) -> float:
+    """Seconds to the next control poll, for r in [0, 1): spread over 80-100 % of the interval so that a
+    fleet's polls do not line up, yet never longer than the interval, which thus bounds how late a cancel
+    or pause whose notification was lost takes effect (River UI's pause: within a minute by default)."""
+    return interval * (0.8 + 0.2 * r)
+
+
 @dataclass
 class Running:
     job: Job
@@ -162,7 +169,7 @@ class Producer:
         if not (poll_every or report_every):
             return
         now = time.monotonic()
-        next_poll = now + poll_every * random.uniform(0.9, 1.1) if poll_every else float("inf")
+        next_poll = now + control_poll_delay(poll_every, random.random()) if poll_every else float("inf")
         next_report = now + report_every if report_every else float("inf")
         while True:
             await asyncio.sleep(max(min(next_poll, next_report) - time.monotonic(), 0.0))
@@ -172,7 +179,7 @@ class Producer:
                     next_report = now + report_every
                     await self._register_queue()
                 if now >= next_poll:
-                    next_poll = now + poll_every * random.uniform(0.9, 1.1)  # spread a fleet's polls
+                    next_poll = now + control_poll_delay(poll_every, random.random())
                     await self.poll_control()
             except asyncio.CancelledError:
                 raise
