@@ -61,6 +61,7 @@ SNIPPETS: dict[tuple[str, str], Run | NotRun] = {
     ("docs/helm.md", "docker-build"): NotRun("the by-hand form of what build-images.sh runs"),
     ("docs/civic-os.md", "civic-os-migrate"): Run("tests/docs/test_console_examples.py"),
     ("docs/operations.md", "ops-budget"): Run("tests/e2e/test_budget.py"),
+    ("docs/helm.md", "helm-riverui"): NotRun("port-forward is not exercised; test_riverui.py installs the same values"),
 }
 
 
@@ -230,6 +231,7 @@ INLINE_VERBS: dict[tuple[str, str], Run | NotRun] = {
     ("kubectl", "apply"): Run("tests/docs/test_cluster_snippets.py"),
     ("kubectl", "explain"): Run("tests/docs/test_cluster_snippets.py"),
     ("kubectl", "scale"): Run("tests/e2e/test_operator.py"),
+    ("kubectl", "port-forward"): NotRun("the tests reach pods at their address on the real node's bridge"),
     ("kubectl", "delete"): NotRun("`kubectl delete crd` would delete every pool of the shared cluster"),
     ("helm", "install"): Run("tests/docs/test_cluster_snippets.py"),
     ("helm", "test"): Run("tests/docs/test_cluster_snippets.py"),
