@@ -126,6 +126,14 @@ def test_idle_rounds_write_nothing_and_a_change_writes_once(monkeypatch: pytest.
     asyncio.run(rounds(1))
     assert calls == ["apply 6"], "a hand edit of the replicas is restored at once"
     calls.clear()
-    scaler.observe_deployment(spec_replicas=6, replicas=6, ready=6)  # the pods became ready
-    asyncio.run(rounds(1))
-    assert calls == ["status 60"], "readiness from the watch reaches the status without an apply"
+    scaler.wake.clear()
+
+    async def pods_become_ready() -> None:
+        for ready in range(1, 7):  # one watch event per pod
+            scaler.observe_deployment(spec_replicas=6, replicas=6, ready=ready)
+        assert not scaler.wake.is_set(), "readiness is reported after a short delay, not per pod"
+        await asyncio.wait_for(scaler.wake.wait(), autoscaler.READY_REPORT_DELAY + 1)
+        await scaler.evaluate(body)
+
+    asyncio.run(pods_become_ready())
+    assert calls == ["status 60"], "readiness from the watch reaches the status once, without an apply"

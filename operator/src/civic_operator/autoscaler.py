@@ -31,6 +31,7 @@ from civic_operator.stats import StatsSource, depth_cap
 log = logging.getLogger("civic_operator.autoscaler")
 
 SECRET_TTL = 60.0
+READY_REPORT_DELAY = 1.0  # seconds: readiness changes of a pool's pods reach its status together
 
 
 def now_iso() -> str:
@@ -101,6 +102,7 @@ class PoolAutoscaler:
     _applied: writes.Written | None = None
     _status: writes.Written | None = None
     _sent: dict[str, Any] = field(default_factory=dict)  # every status field this autoscaler has written
+    _ready_report: asyncio.TimerHandle | None = None
 
     def _demand(
         self, spec: dict[str, Any], policy: Policy, wanted: int, held: int, step: int | None = None
@@ -174,12 +176,21 @@ class PoolAutoscaler:
         """The pool's Deployment changed (pods became ready, or someone edited it): report it now, and
         restore a replica count that is not the one this operator applied."""
         applied = int((self.body.get("spec") or {}).get("replicas") or 0)
+        seen = {"replicas": replicas, "readyReplicas": ready}
         if spec_replicas != applied:
             self._applied = None
-        seen = {"replicas": replicas, "readyReplicas": ready}
-        if seen != self.observed or self._applied is None:
             self.observed = seen
             self.wake.set()
+        elif seen != self.observed:
+            # Pods become ready one by one: one round per READY_REPORT_DELAY reports them all, rather than a
+            # status write per pod.
+            self.observed = seen
+            if self._ready_report is None or self._ready_report.cancelled():
+                self._ready_report = asyncio.get_running_loop().call_later(READY_REPORT_DELAY, self._report_ready)
+
+    def _report_ready(self) -> None:
+        self._ready_report = None
+        self.wake.set()
 
     def forget_deployment(self) -> None:
         """The Deployment was deleted: the next round creates it again."""

@@ -5,7 +5,7 @@ Every write is an etcd write on the API server. Measured with bench/fleet_scale.
 the API server) saturated it, and scale decisions queued behind them for seconds. So a round applies the
 Deployment only when its manifest changed, when its observed state is unknown, or once per resync
 period (which also restores hand edits), and writes the status only when something other than the
-evaluation time changed, or once per refresh period.
+evaluation time, the backlog's age or the completion rate changed, or once per refresh period.
 """
 
 from __future__ import annotations
@@ -16,8 +16,10 @@ from dataclasses import dataclass
 from typing import Any
 
 RESYNC_SECONDS = 60.0  # a hand-edited Deployment is restored within this
-STATUS_REFRESH_SECONDS = 60.0  # status.lastEvaluationTime is at most this old while the operator runs
-VOLATILE_STATUS = frozenset({"lastEvaluationTime"})
+STATUS_REFRESH_SECONDS = 60.0  # the volatile fields below are at most this old while the operator runs
+# Fields that move every round while a backlog waits (its age, the completion rate) or always (the time):
+# alone they do not make a write; they ride along with one, or with the refresh. The metrics carry them live.
+VOLATILE_STATUS = frozenset({"lastEvaluationTime", "oldestAvailableSeconds", "completedPerSecond"})
 
 
 @dataclass(frozen=True)
