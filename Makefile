@@ -13,7 +13,7 @@ export CIVIC_CACHE ?= $(HOME)/.cache/civic-workers
 # iptables (kube-proxy), gcc + libc6-dev (the static pause binary); containerd and runc come with docker.io.
 APT_PACKAGES := postgresql postgresql-contrib poppler-utils libheif-examples docker.io debootstrap containernetworking-plugins socat iptables gcc libc6-dev
 
-.PHONY: help deps venv lint prepare test test-fast test-integration test-compat test-cluster test-images \
+.PHONY: help deps venv lint prepare toxiproxy test test-fast test-integration test-compat test-cluster test-images \
 	bench run demo clean
 
 help:
@@ -56,7 +56,11 @@ lint: venv
 test-fast: venv lint
 	$(BIN)/pytest -m unit -q
 
-test-integration: deps venv pg-binaries
+# toxiproxy (the fault proxy of tests/integration/test_network_faults.py and bench/fault_soak.py), from Go modules.
+toxiproxy:
+	@scripts/toxiproxy/install.sh >/dev/null
+
+test-integration: deps venv pg-binaries toxiproxy
 	$(BIN)/pytest -m "integration" -q
 
 test-compat: deps venv pg-binaries
@@ -65,7 +69,7 @@ test-compat: deps venv pg-binaries
 # Long builds, cached under $(CIVIC_CACHE) by version, done before pytest (whose per-test timeout
 # would not fit a first build): River's CLI and Go interop program, Kubernetes + etcd + kwok + helm
 # from Go modules (~11 min on 2 cores the first time), the Docker engine, base image and both images.
-prepare: deps venv pg-binaries sharp
+prepare: deps venv pg-binaries sharp toxiproxy
 	@echo "== River CLI and Go interop program"; scripts/river/install-cli.sh >/dev/null && tests/interop/go/build.sh >/dev/null
 	@echo "== Kubernetes control plane binaries"; scripts/k8s/build-binaries.sh >/dev/null
 	@echo "== helm, kubeconform and Kubernetes schemas"; tests/chart/install-tools.sh >/dev/null
