@@ -43,6 +43,12 @@ def skip_note(state: str) -> tuple[int, str]:
     return logging.WARNING, "job was no longer running when its outcome was written; left as is"
 
 
+def earlier_try_landed(retried: bool, state_now: str, wrote: str) -> bool:
+    """A skipped outcome that is our own: a failed write may have committed with only its reply lost,
+    so a retry that finds the row already in the state it writes found its own earlier try."""
+    return retried and state_now == wrote
+
+
 @dataclass(frozen=True)
 class Pending:
     completion: Completion
@@ -120,7 +126,7 @@ class BatchCompleter:
                 state, written = result.get(p.completion.job_id, ("missing", False))
                 was_retry = p.completion.job_id in retried
                 retried.discard(p.completion.job_id)
-                if not written and was_retry and state == p.completion.state.value:
+                if not written and earlier_try_landed(was_retry, state, p.completion.state.value):
                     log.info(
                         "outcome had been written by a try whose reply was lost",
                         extra={"job_id": p.completion.job_id, "state": state},
