@@ -184,3 +184,31 @@ def test_partition_30s_readyz_and_recovery(url: str, proxy: Proxy, tmp_path: Pat
     assert_each_once(url, ids)
     print(f"partition: 503 after {not_ready_after:.1f}s, 200 {ready_after:.1f}s after heal, all done {done_after:.1f}s")
     assert not_ready_after < 10 and ready_after < 10
+
+
+def test_sigterm_during_a_partition_exits_within_the_grace_period(url: str, proxy: Proxy, tmp_path: Path) -> None:
+    """A pod deleted while its database is unreachable must still exit before the kubelet's SIGKILL (the
+    chart's runner pods: 60 s), its running jobs stopped and the rest left for the rescuer."""
+    log = tmp_path / "stopped.log"
+    p = runner(url, proxy, log, "--queues", "default=4", "--shutdown-grace", "5")
+    warm = warm_up(url)
+    ids = insert(url, "record", {"sleep": 0.2}, count=40)
+    wait_for(lambda: completed(url, ids) >= 4, timeout=20, what="some progress")
+    proxy.blackhole()
+    time.sleep(1)
+    t0 = time.monotonic()
+    assert p.terminate(timeout=60) == 0
+    took = time.monotonic() - t0
+    print(f"SIGTERM during a partition: exited 0 after {took:.1f}s")
+    assert took < 45, f"took {took:.0f}s: too close to a 60 s grace period"
+    proxy.heal()
+    # What it could not write is neither lost nor run twice: a new runner (after the rescuer for rows
+    # left running) finishes the rest.
+    q = runner(url, proxy, tmp_path / "after.log", "--rescue-after", "1", "--rescuer-interval", "0.5")
+    try:
+        wait_for(lambda: completed(url, ids) == len(ids), timeout=60, interval=0.2, what="the rest completed")
+    finally:
+        assert q.terminate() == 0
+    runs = dict(query(url, "SELECT job_id, count(*) FROM test_runs WHERE job_id = ANY(%s) GROUP BY 1", (ids,)))
+    assert set(runs) == set(ids), "every job executed"
+    assert completed(url, warm) == 1

@@ -7,7 +7,7 @@ import asyncio
 
 import pytest
 from civic_runner.completer import earlier_try_landed
-from civic_runner.deadlines import READY_STALL, DatabaseTimeout, bounded, connect_kwargs, stalled
+from civic_runner.deadlines import CANCEL_GRACE, READY_STALL, DatabaseTimeout, bounded, connect_kwargs, stalled
 
 pytestmark = pytest.mark.unit
 
@@ -73,3 +73,30 @@ def test_bounded_passes_the_result_and_errors_through() -> None:
     assert asyncio.run(bounded(value(), 1, "x")) == 7
     with pytest.raises(ValueError, match="boom"):
         asyncio.run(bounded(fails(), 1, "x"))
+
+
+def test_bounded_does_not_wait_for_a_slow_cancellation() -> None:
+    """Like psycopg on a dead path: the first cancel starts a cancel request that hangs; the second ends it."""
+    cancels = 0
+
+    async def stubborn() -> None:
+        nonlocal cancels
+        try:
+            await asyncio.sleep(10)
+        except asyncio.CancelledError:
+            cancels += 1
+            try:
+                await asyncio.sleep(10)  # psycopg's cancel request, unanswered
+            except asyncio.CancelledError:
+                cancels += 1
+                raise
+
+    async def timed() -> float:
+        t0 = asyncio.get_running_loop().time()
+        with pytest.raises(DatabaseTimeout):
+            await bounded(stubborn(), 0.05, "claim")
+        return asyncio.get_running_loop().time() - t0
+
+    took = asyncio.run(timed())
+    assert cancels == 2
+    assert took < 0.05 + CANCEL_GRACE + 0.5

@@ -38,11 +38,39 @@ class DatabaseTimeout(Exception):
     """The database did not answer in time; the connection it was sent on is not to be reused."""
 
 
+CANCEL_GRACE = 1.0  # seconds psycopg may spend cancelling a timed-out statement before its connection is closed
+
+
 async def bounded(aw: Awaitable[T], seconds: float, what: str) -> T:
+    """`aw`'s result, or DatabaseTimeout after `seconds`.
+
+    A timed-out statement is cancelled; psycopg then sends a cancel request and waits for the server
+    (up to 10 s), which through a dead path never answers. After CANCEL_GRACE a second cancel makes
+    psycopg close the connection instead (its rule for an interrupted cancellation).
+    """
+    task = asyncio.ensure_future(aw)
     try:
-        return await asyncio.wait_for(aw, seconds)
-    except TimeoutError:
-        raise DatabaseTimeout(f"{what}: no answer from the database in {seconds:g}s") from None
+        done, _ = await asyncio.wait({task}, timeout=seconds)
+    except asyncio.CancelledError:
+        _abandon(task)
+        raise
+    if task in done:
+        return task.result()
+    task.cancel()
+    done, _ = await asyncio.wait({task}, timeout=CANCEL_GRACE)
+    if not done:
+        task.cancel()
+        await asyncio.wait({task})
+    if not task.cancelled() and task.exception() is None:
+        return task.result()  # it finished after all, in the grace
+    raise DatabaseTimeout(f"{what}: no answer from the database in {seconds:g}s") from None
+
+
+def _abandon(task: asyncio.Future[Any]) -> None:
+    """Our caller is cancelled (a shutdown): stop the statement without waiting for it."""
+    task.cancel()
+    asyncio.get_running_loop().call_later(CANCEL_GRACE, task.cancel)
+    task.add_done_callback(lambda t: t.cancelled() or t.exception())  # no "exception never retrieved"
 
 
 def connect_kwargs(url: str) -> dict[str, Any]:
