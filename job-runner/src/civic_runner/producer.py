@@ -232,13 +232,14 @@ class Producer:
                 self._refetch_on_free = True
                 continue
             self._last_fetch = time.monotonic()
+            # Readiness watches the whole claim: the wait for a connection, the give-back, the statement.
+            self.claim_started = time.monotonic()
             try:
                 async with self._pool.connection(timeout=CLAIM_CONNECTION_TIMEOUT) as conn:
                     if self._lost_check_failed or time.monotonic() < self._check_lost_until:
                         self._lost_check_failed = True
                         await self._give_back_lost_claims(conn)
                         self._lost_check_failed = False
-                    self.claim_started = time.monotonic()
                     jobs = await bounded(
                         self._driver.claim(conn, self.queue, limit, self._cfg.client_id), CLAIM, "claim"
                     )
