@@ -12,6 +12,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -112,6 +113,17 @@ def test_reset_mid_claim_gives_the_claimed_jobs_back(url: str, proxy: Proxy, tmp
     client id with nobody working them; they must be worked once, on their first attempt, and not wait
     for the rescuer (an hour by default)."""
     log = tmp_path / "claimer.log"
+    # A row the previous process of the same name (a restarted container keeps its pod name) was working
+    # when it died: the rescuer's, not to be given back as a lost claim.
+    [dead] = insert(
+        url,
+        "record",
+        {},
+        state="running",
+        attempt=1,
+        attempted_by=["claimer"],
+        attempted_at=datetime.now(UTC) - timedelta(minutes=1),
+    )
     p = runner(url, proxy, log, "--queues", "default=3", "--no-maintenance")
     try:
         warm = warm_up(url)
@@ -127,6 +139,7 @@ def test_reset_mid_claim_gives_the_claimed_jobs_back(url: str, proxy: Proxy, tmp
         assert p.terminate() == 0
     assert_each_once(url, warm + ids + more)
     assert "gave back jobs whose claim reply was lost" in log.read_text()
+    assert (job(url, dead)["state"], job(url, dead)["attempt"]) == ("running", 1), "the predecessor's row was kept"
 
 
 def test_reset_mid_completion_writes_each_outcome_once(url: str, proxy: Proxy, tmp_path: Path) -> None:

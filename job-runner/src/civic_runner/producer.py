@@ -110,6 +110,7 @@ class Producer:
         self._last_fetch = 0.0
         self.last_found_work = time.monotonic()
         self.healthy = True
+        self._born = datetime.now(UTC)  # claims before this are not ours (see give_back_lost_claims)
         self.claim_started: float | None = None  # monotonic, while a claim waits for its answer
         self._check_lost_until = 0.0  # monotonic; see LOST_CLAIM_WATCH
         self._lost_check_failed = False
@@ -272,7 +273,7 @@ class Producer:
         # its outcome is handed to the completer: every row of ours not held by either was lost on the way.
         known = set(self.running) | self._completer.holds()
         ids = await bounded(
-            self._driver.give_back_lost_claims(conn, self.queue, self._cfg.client_id, sorted(known)),
+            self._driver.give_back_lost_claims(conn, self.queue, self._cfg.client_id, sorted(known), self._born),
             CLAIM,
             "giving back lost claims",
         )
