@@ -14,7 +14,7 @@ export CIVIC_CACHE ?= $(HOME)/.cache/civic-workers
 # chromium: the real browser that drives River UI (tests/compat/test_riverui_browser.py, headless).
 APT_PACKAGES := postgresql postgresql-contrib poppler-utils libheif-examples docker.io debootstrap containernetworking-plugins socat iptables gcc libc6-dev chromium
 
-.PHONY: help deps venv lint prepare test test-fast test-integration test-compat test-cluster test-images \
+.PHONY: help deps venv lint prepare toxiproxy test test-fast test-integration test-compat test-cluster test-images \
 	bench run demo clean
 
 help:
@@ -57,7 +57,11 @@ lint: venv
 test-fast: venv lint
 	$(BIN)/pytest -m unit -q
 
-test-integration: deps venv pg-binaries
+# toxiproxy (the fault proxy of tests/integration/test_network_faults.py and bench/fault_soak.py), from Go modules.
+toxiproxy:
+	@scripts/toxiproxy/install.sh >/dev/null
+
+test-integration: deps venv pg-binaries toxiproxy
 	$(BIN)/pytest -m "integration" -q
 
 test-compat: deps venv pg-binaries
@@ -66,7 +70,7 @@ test-compat: deps venv pg-binaries
 # Long builds, cached under $(CIVIC_CACHE) by version, done before pytest (whose per-test timeout
 # would not fit a first build): River's CLI and Go interop program, River UI (~1 min), Kubernetes + etcd + kwok + helm
 # from Go modules (~11 min on 2 cores the first time), the Docker engine, base image and both images.
-prepare: deps venv pg-binaries sharp
+prepare: deps venv pg-binaries sharp toxiproxy
 	@echo "== River CLI (v0.47.0) and Go interop program (River v0.51.2, tests/interop/go/go.mod)"; scripts/river/install-cli.sh >/dev/null && tests/interop/go/build.sh >/dev/null
 	@echo "== River UI (v0.22.0)"; scripts/riverui/install.sh >/dev/null
 	@echo "== Kubernetes control plane binaries"; scripts/k8s/build-binaries.sh >/dev/null

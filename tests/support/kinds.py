@@ -43,6 +43,17 @@ def record(job: Job, ctx: JobContext) -> None:
         time.sleep(float(args.get("sleep", 0)))
 
 
+@registry.kind("gate")
+def gate(job: Job, ctx: JobContext) -> None:
+    """Records its execution, then blocks until the file named by args.gate exists (a test's signal
+    that it has put its fault in place), at most args.max_wait seconds."""
+    args = job.args_object()
+    _record(job)
+    path, deadline = str(args["gate"]), time.monotonic() + float(args.get("max_wait", 60))
+    while not os.path.exists(path) and time.monotonic() < deadline:
+        time.sleep(0.01)
+
+
 @registry.kind("fail")
 def fail(job: Job, ctx: JobContext) -> None:
     raise ValueError("boom")

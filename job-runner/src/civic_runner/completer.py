@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from psycopg_pool import AsyncConnectionPool
 
 from civic_runner import metrics
+from civic_runner.deadlines import COMPLETE, bounded
 from civic_runner.driver import Driver
 from civic_runner.outcome import Completion
 
@@ -41,6 +43,12 @@ def skip_note(state: str) -> tuple[int, str]:
     return logging.WARNING, "job was no longer running when its outcome was written; left as is"
 
 
+def earlier_try_landed(retried: bool, state_now: str, wrote: str) -> bool:
+    """A skipped outcome that is our own: a failed write may have committed with only its reply lost,
+    so a retry that finds the row already in the state it writes found its own earlier try."""
+    return retried and state_now == wrote
+
+
 @dataclass(frozen=True)
 class Pending:
     completion: Completion
@@ -52,6 +60,8 @@ class BatchCompleter:
         self._pool = pool
         self._driver = driver
         self._pending: list[Pending] = []
+        self._writing: list[Pending] = []  # the batch being written now
+        self.write_started: float | None = None  # monotonic, while a write waits for its answer
         self._wake = asyncio.Event()
         self._idle = asyncio.Event()
         self._idle.set()
@@ -61,6 +71,10 @@ class BatchCompleter:
     def backlog(self) -> int:
         return len(self._pending)
 
+    def holds(self) -> set[int]:
+        """Jobs whose outcome waits to be written or is being written: still `running` in the table."""
+        return {p.completion.job_id for p in (*self._pending, *self._writing)}
+
     def submit(self, completion: Completion, on_written: Callable[[str, bool], None] | None = None) -> None:
         self._pending.append(Pending(completion, on_written))
         metrics.COMPLETER_BACKLOG.set(len(self._pending))
@@ -69,6 +83,9 @@ class BatchCompleter:
 
     async def run(self) -> None:
         backoff = 0.05
+        # Jobs of a failed write: it may have committed with only the reply lost, so a later try may find
+        # the row already in the state it was writing (that is our own earlier try, not someone else).
+        retried: set[int] = set()
         while True:
             if not self._pending:
                 self._idle.set()
@@ -78,14 +95,21 @@ class BatchCompleter:
                 await self._wake.wait()
                 continue
             batch, self._pending = self._pending[:MAX_BATCH], self._pending[MAX_BATCH:]
+            self._writing = batch
+            self.write_started = time.monotonic()
             try:
                 async with self._pool.connection() as conn:
-                    result = await self._driver.complete_many(conn, [p.completion for p in batch])
+                    result = await bounded(
+                        self._driver.complete_many(conn, [p.completion for p in batch]), COMPLETE, "writing outcomes"
+                    )
             except asyncio.CancelledError:
                 self._pending[:0] = batch
+                self._writing, self.write_started = [], None
                 raise
             except Exception as exc:
                 self._pending[:0] = batch
+                self._writing, self.write_started = [], None
+                retried.update(p.completion.job_id for p in batch)
                 metrics.DB_ERRORS.labels("completer").inc()
                 log.warning(
                     "could not write job outcomes; will retry",
@@ -94,12 +118,21 @@ class BatchCompleter:
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 5.0)
                 continue
+            self._writing, self.write_started = [], None
             backoff = 0.05
             metrics.COMPLETER_BATCH.observe(len(batch))
             metrics.COMPLETER_BACKLOG.set(len(self._pending))
             for p in batch:
                 state, written = result.get(p.completion.job_id, ("missing", False))
-                if not written:
+                was_retry = p.completion.job_id in retried
+                retried.discard(p.completion.job_id)
+                if not written and earlier_try_landed(was_retry, state, p.completion.state.value):
+                    log.info(
+                        "outcome had been written by a try whose reply was lost",
+                        extra={"job_id": p.completion.job_id, "state": state},
+                    )
+                    written = True
+                elif not written:
                     level, note = skip_note(state)
                     log.log(level, note, extra={"job_id": p.completion.job_id, "state": state})
                 if p.on_written is not None:

@@ -204,6 +204,27 @@ class Driver:
         cur = await conn.execute(q, params)
         return {r[0]: (r[1], r[2]) for r in await cur.fetchall()}
 
+    async def give_back_lost_claims(
+        self, conn: AsyncConnection[Any], queue: str, client_id: str, known_ids: Sequence[int], since: datetime
+    ) -> list[int]:
+        """Rows a claim of ours committed whose reply never reached us (the connection broke on the way):
+        `running`, last attempted by this client id, and not a job this process holds. Nobody works them,
+        so they go back to `available` with the attempt given back, as at a graceful shutdown, instead of
+        waiting for the rescuer (an hour by default) and costing an attempt. Only rows claimed `since` this
+        process started: a restarted container keeps its pod name as client id, and the rows its previous
+        process was working when it died are the rescuer's (they may have run, and count as attempts).
+        Returns their ids."""
+        cur = await conn.execute(
+            f"""UPDATE {self.s}.river_job SET state = 'available', attempt = greatest(attempt - 1, 0),
+                       scheduled_at = now()
+                WHERE state = 'running' AND queue = %s
+                  AND attempted_by[array_upper(attempted_by, 1)] = %s AND NOT (id = ANY(%s::bigint[]))
+                  AND attempted_at >= %s
+                RETURNING id""",
+            (queue, client_id, list(known_ids), since),
+        )
+        return sorted(r[0] for r in await cur.fetchall())
+
     async def notify(self, conn: AsyncConnection[Any], topic: str, payload: dict[str, Any]) -> None:
         await conn.execute("SELECT pg_notify(%s, %s)", (channel(self.schema, topic), json.dumps(payload)))
 

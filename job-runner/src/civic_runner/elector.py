@@ -15,6 +15,7 @@ from typing import Any
 from psycopg_pool import AsyncConnectionPool
 
 from civic_runner import metrics
+from civic_runner.deadlines import CHORE, bounded
 from civic_runner.driver import Driver
 
 log = logging.getLogger("civic_runner.elector")
@@ -49,12 +50,21 @@ class Elector:
     async def run(self) -> None:
         while True:
             try:
-                async with self._pool.connection() as conn:
+                # Bounded well inside the TTL: a leader whose re-election hangs on a dead connection must
+                # stop acting as leader before the row expires and another process is elected.
+                deadline = min(CHORE, self.ttl / 2)
+                async with self._pool.connection(timeout=deadline) as conn:
                     if self._term is None:
-                        self._term = await self._driver.leader_attempt_elect(conn, self._id, self.ttl)
+                        self._term = await bounded(
+                            self._driver.leader_attempt_elect(conn, self._id, self.ttl), deadline, "election"
+                        )
                         if self._term is not None:
                             self._changed(True)
-                    elif not await self._driver.leader_attempt_reelect(conn, self._id, self._term, self.ttl):
+                    elif not await bounded(
+                        self._driver.leader_attempt_reelect(conn, self._id, self._term, self.ttl),
+                        deadline,
+                        "re-election",
+                    ):
                         self._term = None
                         self._changed(False)
             except asyncio.CancelledError:
@@ -81,7 +91,7 @@ class Elector:
         try:
             # Bounded: at shutdown with the database gone, the leader row expires by itself (TTL).
             async with self._pool.connection(timeout=5.0) as conn:
-                await self._driver.leader_resign(conn, self._id, term)
+                await bounded(self._driver.leader_resign(conn, self._id, term), 5.0, "resigning")
         except Exception as exc:
             log.warning("could not resign leadership", extra={"error": str(exc).strip()})
 

@@ -18,6 +18,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from civic_runner import metrics
 from civic_runner.config import RunnerConfig
+from civic_runner.deadlines import CHORE, bounded
 from civic_runner.driver import Driver
 from civic_runner.elector import Elector
 from civic_runner.outcome import error_entry_at
@@ -89,7 +90,7 @@ class Maintainer:
             if not self._elector.is_leader:
                 continue
             try:
-                n = await fn()
+                n = await bounded(fn(), CHORE * 2, name)
                 if n:
                     log.info(f"{name} ran", extra={"service": name, "jobs": n})
             except asyncio.CancelledError:

@@ -71,3 +71,9 @@ REINDEX_LAST_RUN = Gauge(
     "When this process's reindexer last ran (Unix time; 0: never)",
     registry=REGISTRY,
 )
+LOST_CLAIMS = Counter(
+    "civic_runner_lost_claims_total",
+    "Jobs given back because the reply of the claim that took them was lost (a connection cut mid-claim)",
+    ["queue"],
+    registry=REGISTRY,
+)

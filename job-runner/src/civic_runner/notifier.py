@@ -17,6 +17,7 @@ from typing import Any, Protocol
 
 import psycopg
 
+from civic_runner.deadlines import CHORE, LISTEN_KEEPALIVE, bounded, connect_kwargs
 from civic_runner.driver import channel, quote_ident
 
 log = logging.getLogger("civic_runner.notifier")
@@ -51,7 +52,9 @@ class Notifier:
         first = True
         while True:
             try:
-                conn = await psycopg.AsyncConnection.connect(self._conninfo, autocommit=True)
+                conn = await psycopg.AsyncConnection.connect(
+                    self._conninfo, autocommit=True, **connect_kwargs(self._conninfo)
+                )
             except Exception as exc:
                 if first or backoff >= 5.0:
                     log.warning("listener cannot connect; polling only until it can", extra={"error": str(exc).strip()})
@@ -62,7 +65,9 @@ class Notifier:
             try:
                 async with conn:
                     for topic in self._handlers:
-                        await conn.execute(f"LISTEN {quote_ident(channel(self._schema, topic))}")
+                        await bounded(
+                            conn.execute(f"LISTEN {quote_ident(channel(self._schema, topic))}"), CHORE, "LISTEN"
+                        )
                     self.connected = True
                     if not first:
                         log.info("listener reconnected")
@@ -71,9 +76,16 @@ class Notifier:
                     if self._on_connect:
                         self._on_connect()
                     while True:
-                        wait = await self._ticker.tick(conn) if self._ticker else None
+                        # A LISTEN connection only reads: through a dead path it would wait for ever without
+                        # an error. The ticker's queries and, without one, a keepalive query find out.
+                        if self._ticker:
+                            wait = await bounded(self._ticker.tick(conn), CHORE, "insert watcher")
+                        else:
+                            wait = LISTEN_KEEPALIVE
                         async for n in conn.notifies(timeout=wait):
                             self._dispatch(n.channel, n.payload)
+                        if not self._ticker:
+                            await bounded(conn.execute("SELECT 1"), CHORE, "listener keepalive")
             except asyncio.CancelledError:
                 raise
             except Exception as exc:

@@ -21,6 +21,7 @@ from psycopg_pool import AsyncConnectionPool
 from civic_runner import metrics
 from civic_runner.completer import BACKPRESSURE_AT, BatchCompleter
 from civic_runner.config import RunnerConfig
+from civic_runner.deadlines import CHORE, CLAIM, bounded
 from civic_runner.driver import Driver
 from civic_runner.executor import STOP_REMOTE_CANCEL, STOP_SHUTDOWN, STOP_TIMEOUT, effective_timeout, execute
 from civic_runner.job import Job, JobContext
@@ -34,6 +35,9 @@ TIMEOUT_SWEEP_INTERVAL = 0.05
 # A claim waits this long for a pool connection, not the pool's 30 s: during an outage /readyz turns
 # within seconds, and a SIGTERM is not held up past the pod's grace period by a wait for a connection.
 CLAIM_CONNECTION_TIMEOUT = 5.0
+# After a claim failed, its rows may have been committed with only the reply lost: the claims of this
+# long afterwards first give back such rows (a claim cut late may still commit a moment after the error).
+LOST_CLAIM_WATCH = 15.0
 POLL_ONLY_CONTROL_INTERVAL = 2.0  # without LISTEN the poll is the only way to hear of a cancel or pause
 
 
@@ -113,6 +117,10 @@ class Producer:
         self._last_fetch = 0.0
         self.last_found_work = time.monotonic()
         self.healthy = True
+        self._born = datetime.now(UTC)  # claims before this are not ours (see give_back_lost_claims)
+        self.claim_started: float | None = None  # monotonic, while a claim waits for its answer
+        self._check_lost_until = 0.0  # monotonic; see LOST_CLAIM_WATCH
+        self._lost_check_failed = False
         self._by_kind: dict[str, _KindMetrics] = {}
         # Read at scrape time: nothing to update per job.
         metrics.IN_FLIGHT.labels(queue).set_function(lambda: len(self.running))
@@ -191,7 +199,9 @@ class Producer:
         """Act on cancel requests and pause/resume found in the tables (see control_actions)."""
         cancellable = [i for i, r in self.running.items() if not r.ctx.cancelled]
         async with self._pool.connection() as conn:
-            queue_paused, requested = await self._driver.control_poll(conn, self.queue, cancellable)
+            queue_paused, requested = await bounded(
+                self._driver.control_poll(conn, self.queue, cancellable), CHORE, "control poll"
+            )
         new_paused, cancel = control_actions(self.paused, queue_paused, requested, cancellable)
         if new_paused is not None:
             metrics.CONTROL_POLL_ACTIONS.labels(self.queue, "pause" if new_paused else "resume").inc()
@@ -230,18 +240,29 @@ class Producer:
                 self._refetch_on_free = True
                 continue
             self._last_fetch = time.monotonic()
+            # Readiness watches the whole claim: the wait for a connection, the give-back, the statement.
+            self.claim_started = time.monotonic()
             try:
                 async with self._pool.connection(timeout=CLAIM_CONNECTION_TIMEOUT) as conn:
-                    jobs = await self._driver.claim(conn, self.queue, limit, self._cfg.client_id)
+                    if self._lost_check_failed or time.monotonic() < self._check_lost_until:
+                        self._lost_check_failed = True
+                        await self._give_back_lost_claims(conn)
+                        self._lost_check_failed = False
+                    jobs = await bounded(
+                        self._driver.claim(conn, self.queue, limit, self._cfg.client_id), CLAIM, "claim"
+                    )
             except Exception as exc:
+                self.claim_started = None
                 metrics.DB_ERRORS.labels("producer").inc()
                 if self.healthy:
                     log.error("claim failed; retrying", extra={"queue": self.queue, "error": str(exc).strip()})
                 self.healthy = False
+                self._check_lost_until = time.monotonic() + LOST_CLAIM_WATCH
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 5.0)
                 self._wake.set()
                 continue
+            self.claim_started = None
             if not self.healthy:
                 log.info("claiming again", extra={"queue": self.queue})
             self.healthy = True
@@ -253,6 +274,22 @@ class Producer:
             self._refetch_on_free = len(jobs) == limit
             for job in jobs:
                 self._start(job)
+
+    async def _give_back_lost_claims(self, conn: Any) -> None:
+        # Claims are made by this loop only, one at a time, and each claimed job is in self.running until
+        # its outcome is handed to the completer: every row of ours not held by either was lost on the way.
+        known = set(self.running) | self._completer.holds()
+        ids = await bounded(
+            self._driver.give_back_lost_claims(conn, self.queue, self._cfg.client_id, sorted(known), self._born),
+            CLAIM,
+            "giving back lost claims",
+        )
+        if ids:
+            metrics.LOST_CLAIMS.labels(self.queue).inc(len(ids))
+            log.warning(
+                "gave back jobs whose claim reply was lost",
+                extra={"queue": self.queue, "job_ids": ids[:50], "jobs": len(ids)},
+            )
 
     async def _sleep_until_woken(self) -> None:
         interval = self._cfg.fetch_poll_interval
@@ -267,7 +304,7 @@ class Producer:
         """Upsert the queue's river_queue row (created_at once, updated_at now); take its paused state."""
         try:
             async with self._pool.connection() as conn:
-                paused = await self._driver.queue_upsert(conn, self.queue)
+                paused = await bounded(self._driver.queue_upsert(conn, self.queue), CHORE, "queue upsert")
         except Exception as exc:
             log.warning("could not register queue in river_queue", extra={"queue": self.queue, "error": str(exc)})
             return

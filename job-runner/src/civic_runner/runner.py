@@ -15,6 +15,7 @@ from psycopg_pool import AsyncConnectionPool
 from civic_runner import access, http
 from civic_runner.completer import BatchCompleter
 from civic_runner.config import RunnerConfig
+from civic_runner.deadlines import connect_kwargs, stalled
 from civic_runner.driver import Driver
 from civic_runner.elector import Elector
 from civic_runner.executor import STOP_REMOTE_CANCEL
@@ -46,6 +47,7 @@ class Runner:
         self.producers: dict[str, Producer] = {}
         self.notifier: Notifier | None = None
         self.watcher: InsertWatcher | None = None
+        self.completer: BatchCompleter | None = None
         self.startup_problem: str | None = "starting: checking the database"
 
     def request_stop(self, reason: str = "requested") -> None:
@@ -64,9 +66,12 @@ class Runner:
             return False, "shutting down"
         if self.startup_problem:
             return False, self.startup_problem
-        bad = [q for q, p in self.producers.items() if not p.healthy]
+        now = time.monotonic()
+        bad = [q for q, p in self.producers.items() if not p.healthy or stalled(p.claim_started, now)]
         if bad:
             return False, f"database unreachable for queues {','.join(bad)}"
+        if self.completer is not None and stalled(self.completer.write_started, now):
+            return False, "database unreachable: job outcomes cannot be written"
         return bool(self.producers), "ok"
 
     # -- lifecycle --------------------------------------------------------------------------------
@@ -76,7 +81,7 @@ class Runner:
         listen = not cfg.poll_only
         pool_size = cfg.db_max_conns - (1 if listen else 0)
         # PgBouncer in transaction mode cannot keep prepared statements: disable them with poll-only.
-        kwargs: dict[str, Any] = {"autocommit": True}
+        kwargs: dict[str, Any] = {"autocommit": True, **connect_kwargs(cfg.database_url)}
         if cfg.poll_only:
             kwargs["prepare_threshold"] = None
         pool = AsyncConnectionPool(
@@ -139,7 +144,7 @@ class Runner:
         threads = concurrent.futures.ThreadPoolExecutor(
             max_workers=sum(cfg.queues.values()) + 4, thread_name_prefix="worker"
         )
-        completer = BatchCompleter(pool, self.driver)
+        completer = self.completer = BatchCompleter(pool, self.driver)
         for queue, n in cfg.queues.items():
             self.producers[queue] = Producer(
                 queue,
