@@ -137,3 +137,20 @@ def test_idle_rounds_write_nothing_and_a_change_writes_once(monkeypatch: pytest.
 
     asyncio.run(pods_become_ready())
     assert calls == ["status 60"], "readiness from the watch reaches the status once, without an apply"
+
+
+def test_watch_event_handlers_succeeding_are_not_logged_their_failures_are() -> None:
+    import logging
+
+    from civic_operator import handlers, logs
+
+    quiet = logs.QuietWatchEvents()
+
+    def record(message: str, level: int = logging.INFO) -> logging.LogRecord:
+        return logging.LogRecord("kopf.objects", level, __file__, 1, message, None, None)
+
+    for name in logs.WATCH_EVENT_HANDLERS:
+        assert callable(getattr(handlers, name))  # the names are the handlers' own
+        assert not quiet.filter(record(f"Handler '{name}' succeeded."))
+        assert quiet.filter(record(f"Handler '{name}' failed with an exception.", logging.ERROR))
+    assert quiet.filter(record("Handler 'apply' succeeded."))  # a spec change handled is worth a line

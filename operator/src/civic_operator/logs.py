@@ -25,9 +25,21 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(out, default=str)
 
 
+# kopf logs a line for every watch event a handler took ("Handler 'track' succeeded."): with 100 pools and
+# their Deployments that was most of `kubectl logs` and a share of the operator's CPU. Failures still log.
+WATCH_EVENT_HANDLERS = ("track", "follow_deployment")
+_QUIET = frozenset(f"Handler '{name}' succeeded." for name in WATCH_EVENT_HANDLERS)
+
+
+class QuietWatchEvents(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.levelno <= logging.INFO and record.getMessage() in _QUIET)
+
+
 def setup(level: str = "INFO") -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter())
+    handler.addFilter(QuietWatchEvents())
     logging.basicConfig(level=level.upper(), handlers=[handler], force=True)
     for noisy in ("kubernetes.client.rest", "urllib3", "psycopg.pool"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
