@@ -11,7 +11,7 @@ export CIVIC_CACHE ?= $(HOME)/.cache/civic-workers
 # (the images tier builds its base image locally: nothing can be pulled here); for the real node
 # (scripts/k8s/real-node.sh): the CNI plugins, socat (pods reach the API server on loopback through it),
 # iptables (kube-proxy), gcc + libc6-dev (the static pause binary); containerd and runc come with docker.io.
-APT_PACKAGES := postgresql postgresql-contrib poppler-utils libheif-examples docker.io debootstrap containernetworking-plugins socat iptables gcc libc6-dev
+APT_PACKAGES := postgresql postgresql-contrib pgbouncer poppler-utils libheif-examples docker.io debootstrap containernetworking-plugins socat iptables gcc libc6-dev
 
 .PHONY: help deps venv lint prepare test test-fast test-integration test-compat test-cluster test-images \
 	bench run demo clean
