@@ -200,3 +200,53 @@ def test_operator_stats_through_transaction_pgbouncer(direct: str, bouncer: PgBo
 
     seen = asyncio.run(main())
     assert set(seen) == {(30, 0), (7, 0)}
+
+
+def test_operator_listener_gives_up_on_a_pooler_and_hears_on_a_direct_url(
+    direct: str, bouncer: PgBouncer, caplog: pytest.LogCaptureFixture
+) -> None:
+    from civic_operator.listener import InsertListener
+
+    async def main() -> list[str]:
+        heard: list[str] = []
+        listener = InsertListener()
+        try:
+            listener.subscribe(pooled(bouncer, direct), "metadata", "through-pgbouncer", heard.append)
+            listener.subscribe(direct, "metadata", "direct", heard.append)
+            for _ in range(100):
+                await asyncio.sleep(0.05)
+                if not listener.listening(pooled(bouncer, direct), "metadata"):
+                    break
+            assert not listener.listening(pooled(bouncer, direct), "metadata"), "kept LISTENing through PgBouncer"
+            await asyncio.sleep(0.3)  # the direct one is LISTENing by now
+            insert(direct, "noop", {}, queue="q1")
+            for _ in range(100):
+                await asyncio.sleep(0.02)
+                if heard:
+                    break
+            return heard
+        finally:
+            await listener.close()
+
+    assert asyncio.run(main()) == ["q1"]
+    assert "goes through a connection pooler" in caplog.text
+
+
+def test_migrate_refuses_a_transaction_pooler(direct: str, bouncer: PgBouncer) -> None:
+    import subprocess
+    import sys
+
+    r = subprocess.run(
+        [sys.executable, "-m", "civic_runner.cli", "migrate", "--database-url", pooled(bouncer, direct)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert r.returncode == 2 and "migrate needs a direct PostgreSQL connection" in r.stderr, r.stderr
+    r = subprocess.run(
+        [sys.executable, "-m", "civic_runner.cli", "migrate", "--status", "--database-url", direct],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert r.returncode == 0, r.stderr

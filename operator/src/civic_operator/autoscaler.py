@@ -76,6 +76,7 @@ class PoolAutoscaler:
     history: History | None = None
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     _secret: tuple[float, str] | None = None
+    _listen_secret: tuple[float, str] | None = None
 
     body: dict[str, Any] = field(default_factory=dict)  # the latest seen, kept fresh by the event handler
     stopped: asyncio.Event = field(default_factory=asyncio.Event)
@@ -114,6 +115,17 @@ class PoolAutoscaler:
         self._secret = (time.monotonic(), url)
         return url
 
+    async def _listen_url(self, spec: dict[str, Any], url: str) -> str:
+        """The pool's direct URL for LISTEN (database.listenSecretRef), else its database URL."""
+        ref = (spec.get("database") or {}).get("listenSecretRef") or {}
+        if not ref.get("name"):
+            return url
+        if self._listen_secret and time.monotonic() - self._listen_secret[0] < SECRET_TTL:
+            return self._listen_secret[1]
+        listen = await kube.secret_value(self.ref.namespace, ref["name"], ref.get("key", "DATABASE_LISTEN_URL"))
+        self._listen_secret = (time.monotonic(), listen)
+        return listen
+
     def _on_insert(self, queues: list[str]) -> Any:
         def callback(queue: str) -> None:
             if queue in queues:
@@ -127,7 +139,14 @@ class PoolAutoscaler:
         labels = (self.ref.namespace, self.ref.name)
         try:
             url = await self._database_url(spec)
-            self.listener.subscribe(url, schema, self.ref.uid, self._on_insert(queues))
+            db = spec.get("database") or {}
+            self.listener.subscribe(
+                await self._listen_url(spec, url),
+                schema,
+                self.ref.uid,
+                self._on_insert(queues),
+                check_pooler=db.get("pooler", "auto") != "session",
+            )
             stats, seconds = await self.stats.fetch(
                 url,
                 schema,
@@ -138,7 +157,7 @@ class PoolAutoscaler:
             )
         except Exception as exc:
             metrics.STATS_ERRORS.labels(*labels).inc()
-            self._secret = None
+            self._secret = self._listen_secret = None
             return None, str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         metrics.STATS_LATENCY.labels(*labels).observe(seconds)
         return stats, ""
