@@ -136,9 +136,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_migrate(args: argparse.Namespace) -> int:
     with _connect(args) as conn:
-        if pooling.check_mode(args.db_pooler) == "transaction" or (
-            args.db_pooler == "auto" and pooling.detect_sync(conn)
-        ):
+        mode = pooling.check_mode(args.db_pooler)
+        if not args.status and (mode == "transaction" or (mode == "auto" and pooling.detect_sync(conn))):
             # Its advisory lock spans the steps' transactions: a transaction pooler would hand the lock and
             # the steps to different sessions (and leave the lock held in one of them).
             raise RuntimeError(
