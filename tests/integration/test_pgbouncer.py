@@ -250,3 +250,20 @@ def test_migrate_refuses_a_transaction_pooler(direct: str, bouncer: PgBouncer) -
         timeout=60,
     )
     assert r.returncode == 0, r.stderr
+
+
+def test_reindexer_rebuilds_through_transaction_pgbouncer(direct: str, bouncer: PgBouncer) -> None:
+    """REINDEX INDEX CONCURRENTLY cannot run in a transaction block: through PgBouncer it is one autocommit
+    statement, on the pool's unprepared connections, as the runner's pool sends it."""
+    from civic_runner.reindexer import DEFAULT_INDEXES, Reindexer
+    from psycopg_pool import AsyncConnectionPool
+
+    insert(direct, "noop", {}, count=200)
+
+    async def go() -> list[str]:
+        kwargs = {"autocommit": True, "prepare_threshold": None}
+        async with AsyncConnectionPool(pooled(bouncer, direct), min_size=1, max_size=2, kwargs=kwargs) as pool:
+            results = await Reindexer(pool, "metadata", DEFAULT_INDEXES, 60, lambda: True).run_once()
+        return [r.result for r in results]
+
+    assert asyncio.run(go()) == ["ok"] * len(DEFAULT_INDEXES)
