@@ -295,3 +295,24 @@ def test_lost_claims_are_given_back_and_nothing_else(direct: str) -> None:
         ids[3]: "running/1",  # another runner's
         other_queue: "running/1",  # another queue: its own producer's business
     }
+
+
+def test_a_listen_url_through_the_pooler_is_refused(
+    direct: str, bouncer: PgBouncer, caplog: pytest.LogCaptureFixture
+) -> None:
+    from tests.support.harness import InProcessRunner
+    from tests.support.kinds import registry
+
+    url = pooled(bouncer, direct)
+    with InProcessRunner(url, registry, database_listen_url=url, fetch_poll_interval=0.2) as r:
+        assert r.runner.plan is not None and r.runner.plan.listen_url is None
+        assert r.runner.notifier is None and r.runner.watcher is None
+        [jid] = insert(direct, "echo", {"value": 1})
+        wait_for(
+            lambda: (
+                query(direct, "SELECT state::text FROM metadata.river_job WHERE id = %s", (jid,))[0][0] == "completed"
+            ),
+            timeout=10,
+            what="completed by polling",
+        )
+    assert "DATABASE_LISTEN_URL goes through a connection pooler" in caplog.text

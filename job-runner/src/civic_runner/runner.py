@@ -138,7 +138,7 @@ class Runner:
             problem = await self._listen_url_problem(plan.listen_url)
             if problem:
                 log.error(problem)
-                plan = pooling.ConnectionPlan(None, False, [*plan.notes, problem])
+                plan = pooling.ConnectionPlan(None, False, plan.notes)
         for note in plan.notes:
             # Polling because of a pooler is worth a warning (latency); asked-for poll-only is not.
             log.log(logging.WARNING if plan.listen_url is None and not cfg.poll_only else logging.INFO, note)
