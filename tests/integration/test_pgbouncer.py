@@ -269,34 +269,6 @@ def test_reindexer_rebuilds_through_transaction_pgbouncer(direct: str, bouncer: 
     assert asyncio.run(go()) == ["ok"] * len(DEFAULT_INDEXES)
 
 
-def test_lost_claims_are_given_back_and_nothing_else(direct: str) -> None:
-    """What the producer runs after a failed claim: only this client's running jobs of this queue that it is
-    neither working nor writing go back (as a soft stop: available, the attempt given back)."""
-    from civic_runner.driver import Driver
-
-    ids = insert(direct, "noop", {}, count=4)
-    [other_queue] = insert(direct, "noop", {}, queue="elsewhere")
-    driver = Driver("metadata")
-
-    async def go() -> list[int]:
-        async with await psycopg.AsyncConnection.connect(direct, autocommit=True) as conn:
-            mine = await driver.claim(conn, "default", 3, "runner-a")  # its answer "lost" but for the first
-            theirs = await driver.claim(conn, "default", 1, "runner-b")
-            await driver.claim(conn, "elsewhere", 1, "runner-a")
-            assert [j.id for j in mine] == ids[:3] and [j.id for j in theirs] == ids[3:]
-            return await driver.release_lost_claims(conn, "default", "runner-a", keep=[ids[0]])
-
-    assert asyncio.run(go()) == ids[1:3]
-    states = dict(query(direct, "SELECT id, state::text || '/' || attempt FROM metadata.river_job"))
-    assert states == {
-        ids[0]: "running/1",  # still being worked
-        ids[1]: "available/0",
-        ids[2]: "available/0",
-        ids[3]: "running/1",  # another runner's
-        other_queue: "running/1",  # another queue: its own producer's business
-    }
-
-
 def test_a_listen_url_through_the_pooler_is_refused(
     direct: str, bouncer: PgBouncer, caplog: pytest.LogCaptureFixture
 ) -> None:

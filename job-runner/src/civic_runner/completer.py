@@ -52,7 +52,6 @@ class BatchCompleter:
         self._pool = pool
         self._driver = driver
         self._pending: list[Pending] = []
-        self._writing: list[Pending] = []  # the batch being written (off _pending meanwhile)
         self._wake = asyncio.Event()
         self._idle = asyncio.Event()
         self._idle.set()
@@ -61,10 +60,6 @@ class BatchCompleter:
     @property
     def backlog(self) -> int:
         return len(self._pending)
-
-    def job_ids(self) -> set[int]:
-        """Jobs whose outcome is waiting or being written: still `running` in the table, and still ours."""
-        return {p.completion.job_id for p in (*self._pending, *self._writing)}
 
     def submit(self, completion: Completion, on_written: Callable[[str, bool], None] | None = None) -> None:
         self._pending.append(Pending(completion, on_written))
@@ -83,17 +78,14 @@ class BatchCompleter:
                 await self._wake.wait()
                 continue
             batch, self._pending = self._pending[:MAX_BATCH], self._pending[MAX_BATCH:]
-            self._writing = batch
             try:
                 async with self._pool.connection() as conn:
                     result = await self._driver.complete_many(conn, [p.completion for p in batch])
             except asyncio.CancelledError:
                 self._pending[:0] = batch
-                self._writing = []
                 raise
             except Exception as exc:
                 self._pending[:0] = batch
-                self._writing = []
                 metrics.DB_ERRORS.labels("completer").inc()
                 log.warning(
                     "could not write job outcomes; will retry",
@@ -102,7 +94,6 @@ class BatchCompleter:
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 5.0)
                 continue
-            self._writing = []
             backoff = 0.05
             metrics.COMPLETER_BATCH.observe(len(batch))
             metrics.COMPLETER_BACKLOG.set(len(self._pending))

@@ -201,25 +201,6 @@ class Driver:
         cur = await conn.execute(q, params)
         return {r[0]: (r[1], r[2]) for r in await cur.fetchall()}
 
-    async def release_lost_claims(
-        self, conn: AsyncConnection[Any], queue: str, client_id: str, keep: Sequence[int]
-    ) -> list[int]:
-        """Jobs of `queue` that this client claimed (last in attempted_by) and is not working or writing
-        (`keep`): a claim whose answer was lost with its connection, committed by the server all the same
-        (a pooler or a network path that died between the commit and the reply). They go back as a soft
-        stop does: available, due now, the attempt given back, no error. Only this process uses its client
-        id, and it does not claim on this queue meanwhile, so nothing else can be in that set."""
-        cur = await conn.execute(
-            f"""UPDATE {self.s}.river_job SET state = 'available', attempt = greatest(attempt - 1, 0),
-                       scheduled_at = now()
-                WHERE state = 'running' AND queue = %s
-                  AND attempted_by[array_length(attempted_by, 1)] = %s
-                  AND NOT (id = ANY(%s::bigint[]))
-                RETURNING id""",
-            (queue, client_id, list(keep)),
-        )
-        return sorted(int(r[0]) for r in await cur.fetchall())
-
     async def notify(self, conn: AsyncConnection[Any], topic: str, payload: dict[str, Any]) -> None:
         await conn.execute("SELECT pg_notify(%s, %s)", (channel(self.schema, topic), json.dumps(payload)))
 

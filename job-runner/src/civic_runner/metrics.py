@@ -29,12 +29,6 @@ CLAIM_LAG = Histogram(
 IN_FLIGHT = Gauge("civic_runner_jobs_in_flight", "Jobs running now", ["queue"], registry=REGISTRY)
 CLAIMS = Counter("civic_runner_claims_total", "Claim statements run", ["queue"], registry=REGISTRY)
 CLAIMED = Counter("civic_runner_claimed_jobs_total", "Jobs claimed", ["queue"], registry=REGISTRY)
-LOST_CLAIMS = Counter(
-    "civic_runner_lost_claims_released_total",
-    "Jobs claimed by this process whose claim's answer was lost with its connection, given back to the queue",
-    ["queue"],
-    registry=REGISTRY,
-)
 COMPLETER_BATCH = Histogram(
     "civic_runner_completer_batch_size",
     "Jobs per completion statement",

@@ -103,7 +103,6 @@ class Producer:
         self.paused = False
         self.running: dict[int, Running] = {}
         self._refetch_on_free = False
-        self._claim_in_doubt = False  # a claim failed: the server may have committed it all the same
         self._last_fetch = 0.0
         self.last_found_work = time.monotonic()
         self.healthy = True
@@ -226,11 +225,8 @@ class Producer:
             self._last_fetch = time.monotonic()
             try:
                 async with self._pool.connection(timeout=CLAIM_CONNECTION_TIMEOUT) as conn:
-                    if self._claim_in_doubt:
-                        await self._release_lost_claims(conn)
                     jobs = await self._driver.claim(conn, self.queue, limit, self._cfg.client_id)
             except Exception as exc:
-                self._claim_in_doubt = True
                 metrics.DB_ERRORS.labels("producer").inc()
                 if self.healthy:
                     log.error("claim failed; retrying", extra={"queue": self.queue, "error": str(exc).strip()})
@@ -250,20 +246,6 @@ class Producer:
             self._refetch_on_free = len(jobs) == limit
             for job in jobs:
                 self._start(job)
-
-    async def _release_lost_claims(self, conn: Any) -> None:
-        """After a failed claim, before the next: jobs the server gave this process that it never heard of."""
-        # Read synchronously with the statement's start: a job leaves `running` here only to enter the
-        # completer (no await between), and nothing is claimed on this queue until this returns.
-        keep = set(self.running) | self._completer.job_ids()
-        released = await self._driver.release_lost_claims(conn, self.queue, self._cfg.client_id, sorted(keep))
-        self._claim_in_doubt = False
-        if released:
-            metrics.LOST_CLAIMS.labels(self.queue).inc(len(released))
-            log.warning(
-                "claimed jobs whose claim's answer was lost with the connection: given back to the queue",
-                extra={"queue": self.queue, "jobs": len(released), "job_ids": released[:20]},
-            )
 
     async def _sleep_until_woken(self) -> None:
         interval = self._cfg.fetch_poll_interval
