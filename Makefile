@@ -12,7 +12,7 @@ export CIVIC_CACHE ?= $(HOME)/.cache/civic-workers
 # (scripts/k8s/real-node.sh): the CNI plugins, socat (pods reach the API server on loopback through it),
 # iptables (kube-proxy), gcc + libc6-dev (the static pause binary); containerd and runc come with docker.io;
 # chromium: the real browser that drives River UI (tests/compat/test_riverui_browser.py, headless).
-APT_PACKAGES := postgresql postgresql-contrib poppler-utils libheif-examples docker.io debootstrap containernetworking-plugins socat iptables gcc libc6-dev chromium
+APT_PACKAGES := postgresql postgresql-contrib pgbouncer poppler-utils libheif-examples docker.io debootstrap containernetworking-plugins socat iptables gcc libc6-dev chromium
 
 .PHONY: help deps venv lint prepare toxiproxy test test-fast test-integration test-compat test-cluster test-images \
 	bench run demo clean

@@ -379,6 +379,60 @@ def test_migration_hook(tools: dict[str, str]) -> None:
     assert env_of(pod["spec"]["containers"][0])["WANT_MAIN"] == "8"
 
 
+def test_pgbouncer_urls_from_secrets(tools: dict[str, str]) -> None:
+    rendered = docs(render(tools, "-f", str(HERE / "values-pgbouncer.yaml")).stdout)
+    direct = {"secretKeyRef": {"name": "civic-db-direct", "key": "DATABASE_LISTEN_URL"}}
+    # The pools: the pooled URL for work, the direct one for LISTEN, and the pooler said.
+    for pool in by_kind(rendered, "CivicWorkerPool"):
+        assert pool["spec"]["database"] == {
+            "secretRef": {"name": "civic-db-pgbouncer", "key": "DATABASE_URL"},
+            "listenSecretRef": {"name": "civic-db-direct", "key": "DATABASE_LISTEN_URL"},
+            "pooler": "transaction",
+            "schema": "metadata",
+        }
+    # The migration hook and the helm test need a session (migrate's advisory lock): the direct URL.
+    (job,) = by_kind(rendered, "Job")
+    (pod,) = by_kind(rendered, "Pod")
+    for c in (job["spec"]["template"]["spec"]["containers"][0], pod["spec"]["containers"][0]):
+        assert env_of(c)["DATABASE_URL"] == direct
+        assert "CIVIC_DB_POOLER" not in env_of(c)
+    # Without a direct URL, a declared transaction pooler cannot migrate: refused when rendering.
+    proc = render(tools, "-f", str(HERE / "values-pgbouncer.yaml"), "--set", "database.listenSecret.name=", check=False)
+    assert proc.returncode != 0 and "need a direct URL in database.listenSecret" in proc.stderr
+    ok = render(
+        tools,
+        "-f",
+        str(HERE / "values-pgbouncer.yaml"),
+        "--set",
+        "database.listenSecret.name=",
+        "--set",
+        "migrations.enabled=false",
+        "--set",
+        "tests.enabled=false",
+    )
+    for pool in by_kind(docs(ok.stdout), "CivicWorkerPool"):
+        assert "listenSecretRef" not in pool["spec"]["database"]  # the runners then poll
+    # A session pooler: migrations may go through it, and are told so (no detection refusal).
+    session = docs(
+        render(
+            tools,
+            "-f",
+            str(HERE / "values-pgbouncer.yaml"),
+            "--set",
+            "database.listenSecret.name=",
+            "--set",
+            "database.pooler=session",
+        ).stdout
+    )
+    (job,) = by_kind(session, "Job")
+    env = env_of(job["spec"]["template"]["spec"]["containers"][0])
+    assert env["DATABASE_URL"]["secretKeyRef"]["name"] == "civic-db-pgbouncer" and env["CIVIC_DB_POOLER"] == "session"
+    # The defaults keep today's objects: no listen URL, no pooler field.
+    default = docs(render(tools, "-f", str(HERE / "values-civic-os-existing-db.yaml")).stdout)
+    for pool in by_kind(default, "CivicWorkerPool"):
+        assert set(pool["spec"]["database"]) == {"secretRef", "schema"}
+
+
 def test_secret_names_restrict_get(tools: dict[str, str]) -> None:
     rendered = docs(render(tools, "-f", str(HERE / "values-civic-os-existing-db.yaml")).stdout)
     (role,) = by_kind(rendered, "Role")
@@ -454,6 +508,8 @@ def test_helm_test_pod(tools: dict[str, str]) -> None:
         (["--set", "operator.peering.lifetime=2"], "lifetime"),
         (["--set", "operator.connectionBudget.connections=0"], "connections"),  # 0 would read as "none"
         (["--set", "operator.connectionBudget.reserve=-1"], "reserve"),
+        (["--set", "database.pooler=statement"], "pooler"),  # PgBouncer's statement mode: not supported
+        (["--set", "database.listenUrl=postgres://x"], "additional properties"),  # a Secret, never inline
     ],
 )
 def test_values_schema_rejects(tools: dict[str, str], args: list[str], message: str) -> None:

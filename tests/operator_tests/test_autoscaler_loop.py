@@ -24,7 +24,7 @@ class RecordingListener:
     def __init__(self) -> None:
         self.callbacks: dict[str, Any] = {}
 
-    def subscribe(self, url: str, schema: str, key: str, callback: Any) -> None:
+    def subscribe(self, url: str, schema: str, key: str, callback: Any, check_pooler: bool = True) -> None:
         self.callbacks[key] = callback
 
     def unsubscribe(self, key: str) -> None:

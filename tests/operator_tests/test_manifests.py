@@ -68,6 +68,24 @@ def test_database_url_never_from_plain_env() -> None:
     assert env_of(c)["DATABASE_URL"] == {"secretKeyRef": {"name": "db", "key": "DATABASE_URL"}}
 
 
+def test_listen_url_and_pooler_from_the_pool() -> None:
+    db = {**SPEC["database"], "listenSecretRef": {"name": "civic-db-direct"}, "pooler": "transaction"}
+    env = {e["name"]: e for e in manifests.container_env({**SPEC, "database": db})}
+    assert env["DATABASE_LISTEN_URL"]["valueFrom"] == {
+        "secretKeyRef": {"name": "civic-db-direct", "key": "DATABASE_LISTEN_URL"}
+    }
+    assert env["CIVIC_DB_POOLER"] == {"name": "CIVIC_DB_POOLER", "value": "transaction"}
+    db["listenSecretRef"] = {"name": "s", "key": "url"}
+    env = {e["name"]: e for e in manifests.container_env({**SPEC, "database": db})}
+    assert env["DATABASE_LISTEN_URL"]["valueFrom"]["secretKeyRef"] == {"name": "s", "key": "url"}
+    # Neither without the fields: the runner's defaults (listen on DATABASE_URL, detect a pooler).
+    names = {e["name"] for e in manifests.container_env(SPEC)}
+    assert not names & {"DATABASE_LISTEN_URL", "CIVIC_DB_POOLER"}
+    # A listen URL is a credential too: never taken from plain env.
+    leak = {**SPEC, "env": [{"name": "DATABASE_LISTEN_URL", "value": "postgresql://leak"}]}
+    assert "postgresql://leak" not in str(manifests.container_env(leak))
+
+
 def test_job_manifest_drains_and_exits() -> None:
     j = manifests.job(REF, SPEC)
     assert j["metadata"]["generateName"] == "thumbs-runner-"

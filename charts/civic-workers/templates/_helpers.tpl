@@ -85,6 +85,30 @@ app.kubernetes.io/component: operator
   value: {{ .Values.database.schema | quote }}
 {{- end -}}
 
+{{/* The URL for what needs a session of its own (migrations: an advisory lock across transactions):
+database.listenSecret's direct URL when set, else database.secret's. */}}
+{{- define "civic-workers.directDatabaseEnv" -}}
+{{- $d := .Values.database -}}
+{{- if $d.listenSecret.name }}
+- name: DATABASE_URL
+  valueFrom:
+    secretKeyRef:
+      name: {{ $d.listenSecret.name | quote }}
+      key: {{ $d.listenSecret.key | quote }}
+- name: RIVER_SCHEMA
+  value: {{ $d.schema | quote }}
+{{- else }}
+{{- if eq $d.pooler "transaction" }}
+{{- fail "database.pooler is transaction: the migration hook and the helm test need a direct URL in database.listenSecret (or set migrations.enabled=false and tests.enabled=false)" }}
+{{- end }}
+{{- include "civic-workers.databaseEnv" . }}
+{{- if eq $d.pooler "session" }}
+- name: CIVIC_DB_POOLER
+  value: session
+{{- end }}
+{{- end }}
+{{- end -}}
+
 {{/* Pod and container security settings shared by the chart's own pods (uid of both images). */}}
 {{- define "civic-workers.podSecurityContext" -}}
 runAsNonRoot: true

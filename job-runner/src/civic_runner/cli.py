@@ -14,7 +14,7 @@ from typing import Any
 
 import psycopg
 
-from civic_runner import logs
+from civic_runner import logs, pooling
 from civic_runner.admin import Admin
 from civic_runner.config import SETTINGS, RunnerConfig, Setting, from_env
 from civic_runner.migrate import CIVIC, LATEST, MAIN, Migrator
@@ -61,6 +61,7 @@ def build_parser(env_values: dict[str, Any] | None = None) -> argparse.ArgumentP
 
     mig = sub.add_parser("migrate", help="apply River's schema and the Civic OS file tables")
     common(mig)
+    _add_setting(mig, by_name["db_pooler"], values)
     mig.add_argument(
         "--target",
         type=int,
@@ -113,7 +114,8 @@ def build_parser(env_values: dict[str, Any] | None = None) -> argparse.ArgumentP
 
 
 def _connect(args: argparse.Namespace) -> psycopg.Connection[Any]:
-    return psycopg.connect(args.database_url, autocommit=True)
+    # Short-lived: preparing saves nothing, and a transaction pooler (PgBouncer) cannot keep them.
+    return psycopg.connect(args.database_url, autocommit=True, prepare_threshold=None)
 
 
 def _dump(obj: Any) -> str:
@@ -134,6 +136,15 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_migrate(args: argparse.Namespace) -> int:
     with _connect(args) as conn:
+        mode = pooling.check_mode(args.db_pooler)
+        if not args.status and (mode == "transaction" or (mode == "auto" and pooling.detect_sync(conn))):
+            # Its advisory lock spans the steps' transactions: a transaction pooler would hand the lock and
+            # the steps to different sessions (and leave the lock held in one of them).
+            raise RuntimeError(
+                "migrate needs a direct PostgreSQL connection, and DATABASE_URL goes through a connection pooler "
+                "(PgBouncer, or CIVIC_DB_POOLER=transaction): give it the direct URL (DATABASE_LISTEN_URL's); "
+                "CIVIC_DB_POOLER=session if the pooler keeps sessions"
+            )
         m = Migrator(conn, args.schema)
         if args.status:
             print(_dump({"schema": args.schema, MAIN: m.current(MAIN), CIVIC: m.current(CIVIC)}))

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from civic_runner.pooling import check_mode
 from civic_runner.reindexer import DEFAULT_INDEXES
 
 QUEUE_NAME_RE = re.compile(r"^(?:[a-z0-9])+(?:[_|\-]?[a-z0-9]+)*$")
@@ -29,7 +30,27 @@ class Setting:
 
 
 SETTINGS: tuple[Setting, ...] = (
-    Setting("database_url", ("DATABASE_URL",), DEFAULT_DATABASE_URL, "PostgreSQL connection URL"),
+    Setting(
+        "database_url",
+        ("DATABASE_URL",),
+        DEFAULT_DATABASE_URL,
+        "PostgreSQL connection URL for claims, completions and maintenance; may go through PgBouncer",
+    ),
+    Setting(
+        "database_listen_url",
+        ("DATABASE_LISTEN_URL",),
+        "",
+        "direct PostgreSQL URL (no transaction pooler) for the one LISTEN connection and the insert watcher's "
+        "session lock; empty: DATABASE_URL, unless that goes through a pooler (then: poll only)",
+    ),
+    Setting(
+        "db_pooler",
+        ("CIVIC_DB_POOLER",),
+        "auto",
+        "does DATABASE_URL go through a transaction pooler (PgBouncer pool_mode=transaction)? transaction: no "
+        "prepared statements, no LISTEN or session lock on it; session: direct or a session pooler; auto: "
+        "detected per connection (a pooler's cancel key is not the server's pid) and treated as transaction",
+    ),
     Setting("schema", ("RIVER_SCHEMA", "CIVIC_SCHEMA"), "metadata", "schema holding River's tables"),
     Setting(
         "queues",
@@ -44,7 +65,13 @@ SETTINGS: tuple[Setting, ...] = (
         "client id for attempted_by and river_leader (default: host + start time, as River)",
     ),
     Setting("db_max_conns", ("DB_MAX_CONNS",), 4, "database connections per process, LISTEN included (min 2)", int),
-    Setting("poll_only", ("CIVIC_POLL_ONLY",), False, "never LISTEN (for PgBouncer transaction pooling)", bool),
+    Setting(
+        "poll_only",
+        ("CIVIC_POLL_ONLY",),
+        False,
+        "never LISTEN, not even on DATABASE_LISTEN_URL: queues are only polled (no insert watcher)",
+        bool,
+    ),
     Setting("fetch_poll_interval", ("CIVIC_FETCH_POLL_INTERVAL",), 1.0, "seconds between polls when idle", float),
     Setting(
         "insert_watch_interval",
@@ -207,6 +234,8 @@ def default_client_id(host: str | None = None, now: datetime | None = None) -> s
 @dataclass(frozen=True)
 class RunnerConfig:
     database_url: str = DEFAULT_DATABASE_URL
+    database_listen_url: str = ""
+    db_pooler: str = "auto"
     schema: str = "metadata"
     queues: dict[str, int] = field(default_factory=lambda: {"s3_signer": 20, "thumbnails": 3})
     client_id: str = ""
@@ -251,5 +280,9 @@ class RunnerConfig:
         for name, env in (("reindex_interval", "CIVIC_REINDEX_INTERVAL"), ("reindex_timeout", "CIVIC_REINDEX_TIMEOUT")):
             if float(v.get(name, 1.0)) <= 0:
                 raise ValueError(f"{env} must be more than 0 (CIVIC_REINDEXER=false turns the reindexer off)")
+        try:
+            v["db_pooler"] = check_mode(str(v.get("db_pooler", "auto")))
+        except ValueError as e:
+            raise ValueError(f"CIVIC_DB_POOLER {e}") from e
         known = {f for f in cls.__dataclass_fields__}
         return cls(**{k: val for k, val in v.items() if k in known})

@@ -17,6 +17,7 @@ from typing import Any, Protocol
 
 import psycopg
 
+from civic_runner import pooling
 from civic_runner.deadlines import CHORE, LISTEN_KEEPALIVE, bounded, connect_kwargs
 from civic_runner.driver import channel, quote_ident
 
@@ -39,13 +40,16 @@ class Notifier:
         handlers: dict[str, Handler],
         on_connect: Callable[[], None] | None = None,
         ticker: Ticker | None = None,
+        check_pooler: bool = True,
     ) -> None:
         self._conninfo = conninfo
         self._schema = schema
         self._handlers = handlers
         self._on_connect = on_connect
         self._ticker = ticker
+        self._check_pooler = check_pooler
         self.connected = False
+        self.refused: str | None = None  # why it stopped for good (its URL goes through a pooler)
 
     async def run(self) -> None:
         backoff = 0.1
@@ -64,6 +68,13 @@ class Notifier:
                 continue
             try:
                 async with conn:
+                    if self._check_pooler and await bounded(pooling.detect(conn), CHORE, "pooler check"):
+                        self.refused = (
+                            "the listen connection goes through a connection pooler: LISTEN and the insert watcher "
+                            "need a direct PostgreSQL URL (DATABASE_LISTEN_URL); polling only"
+                        )
+                        log.error(self.refused)
+                        return
                     for topic in self._handlers:
                         await bounded(
                             conn.execute(f"LISTEN {quote_ident(channel(self._schema, topic))}"), CHORE, "LISTEN"

@@ -8,11 +8,13 @@ import concurrent.futures
 import logging
 import signal
 import time
+from dataclasses import replace
 from typing import Any
 
+import psycopg
 from psycopg_pool import AsyncConnectionPool
 
-from civic_runner import access, http
+from civic_runner import access, http, pooling
 from civic_runner.completer import BatchCompleter
 from civic_runner.config import RunnerConfig
 from civic_runner.deadlines import connect_kwargs, stalled
@@ -49,6 +51,8 @@ class Runner:
         self.watcher: InsertWatcher | None = None
         self.completer: BatchCompleter | None = None
         self.startup_problem: str | None = "starting: checking the database"
+        self.pooled: bool | None = None  # CIVIC_DB_POOLER=auto's finding on DATABASE_URL's connections
+        self.plan: pooling.ConnectionPlan | None = None
 
     def request_stop(self, reason: str = "requested") -> None:
         if not self._stop.is_set():
@@ -78,17 +82,18 @@ class Runner:
 
     async def run(self) -> int:
         cfg = self.cfg
-        listen = not cfg.poll_only
-        pool_size = cfg.db_max_conns - (1 if listen else 0)
-        # PgBouncer in transaction mode cannot keep prepared statements: disable them with poll-only.
+        # Before the first connection nobody knows whether LISTEN will have a connection of its own: keep
+        # one for it unless it surely has none; resized once the plan is made (_plan).
+        listen_maybe = not cfg.poll_only and (bool(cfg.database_listen_url) or cfg.db_pooler != "transaction")
         kwargs: dict[str, Any] = {"autocommit": True, **connect_kwargs(cfg.database_url)}
-        if cfg.poll_only:
-            kwargs["prepare_threshold"] = None
+        if cfg.db_pooler == "transaction":
+            kwargs["prepare_threshold"] = None  # a transaction pooler cannot keep prepared statements
         pool = AsyncConnectionPool(
             cfg.database_url,
             min_size=1,
-            max_size=pool_size,
+            max_size=cfg.db_max_conns - (1 if listen_maybe else 0),
             kwargs=kwargs,
+            configure=self._configure if cfg.db_pooler == "auto" else None,
             open=False,
             name="civic-runner",
             reconnect_timeout=0,
@@ -105,12 +110,63 @@ class Runner:
         try:
             if not await self._wait_until_usable(pool):
                 return 0  # stopped on request before any work: nothing to hand back
-            return await self._serve(pool, listen)
+            plan = await self._plan(pool)
+            return await self._serve(pool, plan)
         finally:
             beat.cancel()
             if server:
                 server.shutdown()
             await pool.close()
+
+    async def _configure(self, conn: psycopg.AsyncConnection[Any]) -> None:
+        """CIVIC_DB_POOLER=auto: each new connection looks whether a pooler stands between it and PostgreSQL
+        (one round trip) and, if so, never prepares a statement."""
+        found = await pooling.detect(conn)
+        if found:
+            conn.prepare_threshold = None
+        if self.pooled is not None and found != self.pooled:
+            log.warning("DATABASE_URL's connections differ: some go through a pooler, some not")
+        self.pooled = found or bool(self.pooled)
+
+    async def _plan(self, pool: AsyncConnectionPool) -> pooling.ConnectionPlan:
+        cfg = self.cfg
+        db_pooled = pooling.pooled(cfg.db_pooler, self.pooled)
+        plan = pooling.plan_connections(
+            mode=cfg.db_pooler,
+            database_url_pooled=db_pooled,
+            database_url=cfg.database_url,
+            listen_url=cfg.database_listen_url,
+            poll_only=cfg.poll_only,
+            watch_interval=cfg.insert_watch_interval,
+        )
+        if plan.listen_url and cfg.database_listen_url and cfg.db_pooler != "session":
+            problem = await self._listen_url_problem(plan.listen_url)
+            if problem:
+                log.error(problem)
+                plan = pooling.ConnectionPlan(None, False, plan.notes)
+        for note in plan.notes:
+            # Polling because of a pooler is worth a warning (latency); asked-for poll-only is not.
+            log.log(logging.WARNING if plan.listen_url is None and not cfg.poll_only else logging.INFO, note)
+        if plan.listen_url is None:
+            # Producers poll control messages often when nothing is heard (CIVIC_POLL_ONLY's behaviour).
+            self.cfg = replace(cfg, poll_only=True)
+            await pool.resize(1, cfg.db_max_conns)
+        self.plan = plan
+        return plan
+
+    @staticmethod
+    async def _listen_url_problem(url: str) -> str | None:
+        """DATABASE_LISTEN_URL must be a session of its own: a pooler there would lose LISTEN and the lock."""
+        try:
+            async with await psycopg.AsyncConnection.connect(url, autocommit=True, connect_timeout=5) as conn:
+                if await pooling.detect(conn):
+                    return (
+                        "DATABASE_LISTEN_URL goes through a connection pooler: LISTEN and the insert watcher need a "
+                        "direct PostgreSQL connection (or CIVIC_DB_POOLER=session for a session pooler); polling only"
+                    )
+        except Exception as exc:  # unreachable now: the notifier retries, and checks again on each connect
+            log.warning("DATABASE_LISTEN_URL not reachable yet", extra={"error": _first_line(exc)})
+        return None
 
     async def _wait_until_usable(self, pool: AsyncConnectionPool) -> bool:
         """Check schema, River's version and the role's grants until they are right (False: asked to stop first)."""
@@ -139,8 +195,9 @@ class Runner:
         log.warning("stopped before the database was usable", extra={"problem": self.startup_problem})
         return False
 
-    async def _serve(self, pool: AsyncConnectionPool, listen: bool) -> int:
+    async def _serve(self, pool: AsyncConnectionPool, plan: pooling.ConnectionPlan) -> int:
         cfg = self.cfg
+        listen = plan.listen_url is not None
         threads = concurrent.futures.ThreadPoolExecutor(
             max_workers=sum(cfg.queues.values()) + 4, thread_name_prefix="worker"
         )
@@ -160,8 +217,8 @@ class Runner:
         tasks: list[asyncio.Task[Any]] = [asyncio.create_task(completer.run(), name="completer")]
         producer_tasks = [asyncio.create_task(p.run(), name=f"producer-{q}") for q, p in self.producers.items()]
         background: list[asyncio.Task[Any]] = []
-        if listen:
-            if cfg.insert_watch_interval > 0:
+        if plan.listen_url is not None:
+            if plan.watcher:
                 self.watcher = InsertWatcher(
                     cfg.schema,
                     cfg.insert_watch_interval,
@@ -169,7 +226,7 @@ class Runner:
                     busy=lambda: any(p.saturated for p in self.producers.values()),
                 )
             self.notifier = Notifier(
-                cfg.database_url,
+                plan.listen_url,
                 cfg.schema,
                 {
                     "river_insert": self._on_insert,
@@ -178,6 +235,7 @@ class Runner:
                 },
                 on_connect=self._wake_all,
                 ticker=self.watcher,
+                check_pooler=cfg.db_pooler != "session",
             )
             background.append(asyncio.create_task(self.notifier.run(), name="notifier"))
         elector_task = None
@@ -196,6 +254,12 @@ class Runner:
                 "schema": cfg.schema,
                 "kinds": self.registry.kinds(),
                 "listen": listen,
+                "listen_via": "DATABASE_LISTEN_URL"
+                if listen and cfg.database_listen_url
+                else ("DATABASE_URL" if listen else None),
+                "insert_watcher": self.watcher is not None,
+                "db_pooler": cfg.db_pooler,
+                "behind_pooler": pooling.pooled(cfg.db_pooler, self.pooled),
                 "db_max_conns": cfg.db_max_conns,
             },
         )

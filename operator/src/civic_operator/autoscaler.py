@@ -94,6 +94,7 @@ class PoolAutoscaler:
     _secret: tuple[float, str] | None = None
     _budget_note: tuple[Any, ...] | None = None  # what the last ConnectionBudget event said
     _written: tuple[int, int] | None = None  # (metadata.generation, spec.replicas) of our last patch
+    _listen_secret: tuple[float, str] | None = None
 
     body: dict[str, Any] = field(default_factory=dict)  # the latest seen, kept fresh by the event handler
     stopped: asyncio.Event = field(default_factory=asyncio.Event)
@@ -222,6 +223,17 @@ class PoolAutoscaler:
             self._status = writes.Written(content, now)
             self._sent = merged
 
+    async def _listen_url(self, spec: dict[str, Any], url: str) -> str:
+        """The pool's direct URL for LISTEN (database.listenSecretRef), else its database URL."""
+        ref = (spec.get("database") or {}).get("listenSecretRef") or {}
+        if not ref.get("name"):
+            return url
+        if self._listen_secret and time.monotonic() - self._listen_secret[0] < SECRET_TTL:
+            return self._listen_secret[1]
+        listen = await kube.secret_value(self.ref.namespace, ref["name"], ref.get("key", "DATABASE_LISTEN_URL"))
+        self._listen_secret = (time.monotonic(), listen)
+        return listen
+
     def _on_insert(self, queues: list[str]) -> Any:
         def callback(queue: str) -> None:
             if queue in queues:
@@ -235,7 +247,14 @@ class PoolAutoscaler:
         labels = (self.ref.namespace, self.ref.name)
         try:
             url = await self._database_url(spec)
-            self.listener.subscribe(url, schema, self.ref.uid, self._on_insert(queues))
+            db = spec.get("database") or {}
+            self.listener.subscribe(
+                await self._listen_url(spec, url),
+                schema,
+                self.ref.uid,
+                self._on_insert(queues),
+                check_pooler=db.get("pooler", "auto") != "session",
+            )
             stats, seconds = await self.stats.fetch(
                 url,
                 schema,
@@ -246,7 +265,7 @@ class PoolAutoscaler:
             )
         except Exception as exc:
             metrics.STATS_ERRORS.labels(*labels).inc()
-            self._secret = None
+            self._secret = self._listen_secret = None
             return None, str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         metrics.STATS_LATENCY.labels(*labels).observe(seconds)
         return stats, ""

@@ -49,6 +49,21 @@ def queues_env(spec: dict[str, Any]) -> str:
     return ",".join(f"{q}={concurrency}" for q in spec["queues"])
 
 
+SECRET_ONLY = ("DATABASE_URL", "DATABASE_LISTEN_URL")
+
+
+def listen_env(db: dict[str, Any]) -> list[dict[str, Any]]:
+    """The direct URL for LISTEN (DATABASE_LISTEN_URL) and the pooler setting, when the pool gives them."""
+    env: list[dict[str, Any]] = []
+    ref = db.get("listenSecretRef") or {}
+    if ref.get("name"):
+        key = ref.get("key", "DATABASE_LISTEN_URL")
+        env.append({"name": "DATABASE_LISTEN_URL", "valueFrom": {"secretKeyRef": {"name": ref["name"], "key": key}}})
+    if db.get("pooler"):
+        env.append({"name": "CIVIC_DB_POOLER", "value": str(db["pooler"])})
+    return env
+
+
 def container_env(spec: dict[str, Any], pool: PoolRef | None = None) -> list[dict[str, Any]]:
     db = spec.get("database") or {}
     ref = db.get("secretRef") or {}
@@ -57,6 +72,7 @@ def container_env(spec: dict[str, Any], pool: PoolRef | None = None) -> list[dic
             "name": "DATABASE_URL",
             "valueFrom": {"secretKeyRef": {"name": ref["name"], "key": ref.get("key", "DATABASE_URL")}},
         },
+        *listen_env(db),
         {"name": "RIVER_SCHEMA", "value": str(db.get("schema", "metadata"))},
         {"name": "CIVIC_QUEUES", "value": queues_env(spec)},
         {"name": "CIVIC_KINDS_MODULES", "value": str(spec.get("kindsModules", DEFAULT_KINDS_MODULES))},
@@ -69,9 +85,9 @@ def container_env(spec: dict[str, Any], pool: PoolRef | None = None) -> list[dic
         # libpq's application_name: the connection budget counts these as the pool's, not as others'.
         env.append({"name": "PGAPPNAME", "value": runner_app_name(pool.uid, pool.namespace, pool.name)})
     names = {e["name"] for e in env}
-    # User env comes last and may override our defaults (except the database URL: secrets only).
+    # User env comes last and may override our defaults (except the database URLs: secrets only).
     for e in spec.get("env") or []:
-        if e.get("name") == "DATABASE_URL":
+        if e.get("name") in SECRET_ONLY:
             continue
         if e["name"] in names:
             env = [x for x in env if x["name"] != e["name"]]
