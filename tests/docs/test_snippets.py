@@ -61,6 +61,7 @@ SNIPPETS: dict[tuple[str, str], Run | NotRun] = {
     ("docs/helm.md", "docker-build"): NotRun("the by-hand form of what build-images.sh runs"),
     ("docs/civic-os.md", "civic-os-migrate"): Run("tests/docs/test_console_examples.py"),
     ("docs/operations.md", "ops-budget"): Run("tests/e2e/test_budget.py"),
+    ("docs/pgbouncer.md", "pgbouncer-runner"): NotRun("example hosts; test_pgbouncer.py runs runners with both URLs"),
     ("docs/helm.md", "helm-riverui"): NotRun("port-forward is not exercised; test_riverui.py installs the same values"),
 }
 

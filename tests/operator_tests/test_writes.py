@@ -67,7 +67,7 @@ class SteadyQueue:
 
 
 class Listener:
-    def subscribe(self, *_: Any) -> None:
+    def subscribe(self, *_: Any, **__: Any) -> None:
         pass
 
     def unsubscribe(self, *_: Any) -> None:
@@ -96,6 +96,7 @@ def test_idle_rounds_write_nothing_and_a_change_writes_once(monkeypatch: pytest.
     monkeypatch.setattr(autoscaler.kube, "patch_pool_status", patch_pool_status)
     monkeypatch.setattr(autoscaler, "reconcile", reconcile)
     monkeypatch.setattr(kopf, "info", lambda *a, **k: None)
+    monkeypatch.setattr(kopf, "warn", lambda *a, **k: None)
     body = {
         "metadata": {"name": "files", "namespace": "ns", "uid": "u1"},
         "spec": {
