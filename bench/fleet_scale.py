@@ -31,7 +31,9 @@ from typing import Any
 
 import kubernetes
 import psycopg
+import requests
 import yaml
+from prometheus_client.parser import text_string_to_metric_families
 
 from bench.common import ROOT, fresh_db, log, machine, start_postgres
 from devenv.clusters import LocalCluster
@@ -204,6 +206,25 @@ def _timestamp(text: str) -> float:
     return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
 
 
+def stats_query_seconds(port: int) -> dict[str, float]:
+    """Mean and the share over 0.5 s of the operator's queue-stats queries, from its own histogram."""
+    text = requests.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
+    total = count = under = 0.0
+    for family in text_string_to_metric_families(text):
+        if family.name != "civic_operator_stats_query_seconds":
+            continue
+        for sample in family.samples:
+            if sample.name.endswith("_sum"):
+                total += sample.value
+            elif sample.name.endswith("_count"):
+                count += sample.value
+            elif sample.name.endswith("_bucket") and sample.labels.get("le") == "0.5":
+                under += sample.value
+    if not count:
+        return {"mean": 0.0, "over_0.5s": 0.0}
+    return {"mean": round(total / count, 4), "over_0.5s": round(1 - under / count, 3)}
+
+
 def transactions(url: str) -> int:
     with psycopg.connect(url, autocommit=True) as conn:
         row = conn.execute(
@@ -228,9 +249,10 @@ def run_fleet(cluster: FleetCluster, url: str, pools: int, args: argparse.Namesp
     t_created = time.time()
     cluster.kubectl("apply", "-f", "-", input=yaml.safe_dump(manifests))
     op_log = (work / f"operator-{pools}.log").open("ab")
+    metrics_port = free_port()
     operator = subprocess.Popen(
         [sys.executable, "-m", "civic_operator.main", "--standalone", "--namespace", NAMESPACE,
-         "--liveness-port", "0", "--metrics-port", str(free_port())],
+         "--liveness-port", "0", "--metrics-port", str(metrics_port)],
         # Fake pods open no connections: the server-derived connection budget would cap the fleet for nothing.
         env={**os.environ, "KUBECONFIG": str(kubeconfig), "PYTHONPATH": str(ROOT), "LOG_LEVEL": "INFO",
              "CONNECTION_BUDGET_FROM_SERVER": "false"},
@@ -303,6 +325,8 @@ def run_fleet(cluster: FleetCluster, url: str, pools: int, args: argparse.Namesp
             "cpu_percent": round(100 * (cpu1 - cpu0) / (t1 - t0), 1),
             "db_transactions_per_s": round((tx1 - tx0) / (t1 - t0), 1),
         }
+        result["stats_query_s"] = stats_query_seconds(metrics_port)
+        log(f"  {pools} pools: stats query (waiting for a connection included) {result['stats_query_s']}")
         result["rss_mb"] = round(meter.rss_mb(), 1)
         result["peak_rss_mb"] = round(meter.rss_mb("VmHWM"), 1)
         log(f"  {pools} pools idle: {result['idle']}, RSS {result['rss_mb']} MB (peak {result['peak_rss_mb']})")
