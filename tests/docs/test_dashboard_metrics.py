@@ -178,7 +178,7 @@ def pool(name: str, schema: str) -> dict[str, Any]:
 
 
 class NoListener:
-    def subscribe(self, *args: Any) -> None:
+    def subscribe(self, *args: Any, **kwargs: Any) -> None:
         return None
 
     def unsubscribe(self, key: str) -> None:

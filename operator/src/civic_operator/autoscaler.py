@@ -201,7 +201,8 @@ class PoolAutoscaler:
 
     async def _reconcile(self, spec: dict[str, Any]) -> dict[str, int]:
         mode = str(spec.get("mode", "Deployment"))
-        manifest = writes.fingerprint(manifests.deployment(self.ref, spec)) if mode != "Job" else ""
+        # The Deployment is a pure function of the spec (manifests.deployment): the spec stands for it.
+        manifest = writes.fingerprint(spec) if mode != "Job" else ""
         now = time.monotonic()
         if self.observed is not None and not writes.should_apply(
             mode=mode, manifest=manifest, last=self._applied, observed=True, now=now
