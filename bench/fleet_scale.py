@@ -36,6 +36,7 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from bench.common import ROOT, fresh_db, log, machine, start_postgres
+from devenv import processes
 from devenv.clusters import LocalCluster
 from devenv.controlplane import LocalControlPlane
 from devenv.pg import free_port
@@ -331,11 +332,7 @@ def run_fleet(cluster: FleetCluster, url: str, pools: int, args: argparse.Namesp
         result["peak_rss_mb"] = round(meter.rss_mb("VmHWM"), 1)
         log(f"  {pools} pools idle: {result['idle']}, RSS {result['rss_mb']} MB (peak {result['peak_rss_mb']})")
     finally:
-        operator.terminate()
-        try:
-            operator.wait(30)
-        except subprocess.TimeoutExpired:
-            operator.kill()
+        processes.stop(operator, grace=30)
         watch.stop()
     return result
 

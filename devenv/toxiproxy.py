@@ -24,6 +24,7 @@ from typing import Any
 
 import requests
 
+from devenv import processes
 from devenv.pg import free_port
 
 log = logging.getLogger(__name__)
@@ -165,13 +166,7 @@ class Toxiproxy:
             return ""
 
     def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
+        processes.stop(self.proc)
         self._session.close()
 
     def __enter__(self) -> Toxiproxy:

@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from devenv import processes
 from devenv.clusters import REAL_NODE_IP, TEST_IMAGE, Cluster, make_cluster
 from devenv.pg import PostgresServer
 from devenv.s3 import SeaweedS3
@@ -155,12 +156,7 @@ class OperatorProcess:
         self.proc.wait(10)
 
     def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
+        processes.stop(self.proc, grace=20)
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")

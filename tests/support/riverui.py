@@ -8,6 +8,7 @@ import re
 import subprocess
 from pathlib import Path
 
+from devenv import processes
 from devenv.pg import free_port
 from tests.support.harness import http_ok, wait_for
 
@@ -79,13 +80,7 @@ class RiverUIProcess:
         return self
 
     def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
+        processes.stop(self.proc)
 
     def __enter__(self) -> RiverUIProcess:
         return self.start()
