@@ -18,12 +18,10 @@ BIN_DIR="$CACHE/river/$RIVER_VERSION/bin"
 BIN="$BIN_DIR/river"
 PKG="github.com/riverqueue/river/cmd/river"
 
-built_version() {
-  # "mod <path> <ver>" after `go install`, "dep <path> <ver>" after the fallback build.
-  go version -m "$1" 2>/dev/null | awk -v p="$PKG" '($1 == "mod" || $1 == "dep") && $2 == p { print $3 }'
-}
+source "$(dirname "${BASH_SOURCE[0]}")/../lib/go-tools.sh"
+built_version() { go_built_version "$1" "$PKG"; }
 
-command -v go >/dev/null || { echo "install-cli.sh: go not found in PATH" >&2; exit 1; }
+require_go install-cli.sh
 
 if [[ -x "$BIN" && "$(built_version "$BIN")" == "$RIVER_VERSION" ]]; then
   echo "$BIN"

@@ -18,11 +18,10 @@ BIN="$BIN_DIR/riverui"
 PKG="riverqueue.com/riverui/cmd/riverui"
 MOD="riverqueue.com/riverui"
 
-built_version() {
-  go version -m "$1" 2>/dev/null | awk -v p="$MOD" '($1 == "mod" || $1 == "dep") && $2 == p { print $3 }'
-}
+source "$(dirname "${BASH_SOURCE[0]}")/../lib/go-tools.sh"
+built_version() { go_built_version "$1" "$MOD"; }
 
-command -v go >/dev/null || { echo "riverui/install.sh: go not found in PATH" >&2; exit 1; }
+require_go riverui/install.sh
 
 if [[ -x "$BIN" && "$(built_version "$BIN")" == "$RIVERUI_VERSION" ]]; then
   echo "$BIN"

@@ -15,11 +15,10 @@ CACHE="${CIVIC_CACHE:-$HOME/.cache/civic-workers}"
 BIN_DIR="$CACHE/toxiproxy/$TOXIPROXY_VERSION/bin"
 MOD="github.com/Shopify/toxiproxy/v2"
 
-built_version() {
-  go version -m "$1" 2>/dev/null | awk -v p="$MOD" '$1 == "mod" && $2 == p { print $3 }'
-}
+source "$(dirname "${BASH_SOURCE[0]}")/../lib/go-tools.sh"
+built_version() { go_built_version "$1" "$MOD"; }
 
-command -v go >/dev/null || { echo "toxiproxy/install.sh: go not found in PATH" >&2; exit 1; }
+require_go toxiproxy/install.sh
 
 ok=1
 for b in toxiproxy-server toxiproxy-cli; do
