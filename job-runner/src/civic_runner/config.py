@@ -118,6 +118,22 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("http_port", ("CIVIC_HTTP_PORT",), 8090, "port of /healthz, /readyz, /metrics (0: off)", int),
     Setting("http_host", ("CIVIC_HTTP_HOST",), "0.0.0.0", "address the HTTP endpoints bind to"),
     Setting("log_level", ("LOG_LEVEL", "CIVIC_LOG_LEVEL"), "INFO", "log level"),
+    Setting(
+        "job_log_rate",
+        ("CIVIC_JOB_LOG_RATE",),
+        10.0,
+        "'job completed' lines per second and process, at most (a burst of as many passes at once); completions "
+        "beyond are counted in one 'jobs completed' summary line per CIVIC_JOB_LOG_SUMMARY_INTERVAL; <0: a line "
+        "for every job; 0: summaries only. Failures, snoozes and interrupts are always logged one by one",
+        float,
+    ),
+    Setting(
+        "job_log_summary_interval",
+        ("CIVIC_JOB_LOG_SUMMARY_INTERVAL",),
+        10.0,
+        "seconds between 'jobs completed' summary lines (written only when some completion had no line of its own)",
+        float,
+    ),
     Setting("maintenance", ("CIVIC_MAINTENANCE",), True, "take part in leader election and maintenance", bool),
     Setting("rescue_after", ("CIVIC_RESCUE_AFTER",), 3600.0, "seconds before a running job counts as stuck", float),
     Setting("rescuer_interval", ("CIVIC_RESCUER_INTERVAL",), 30.0, "seconds between rescuer runs", float),
@@ -253,6 +269,8 @@ class RunnerConfig:
     http_port: int = 8090
     http_host: str = "0.0.0.0"
     log_level: str = "INFO"
+    job_log_rate: float = 10.0
+    job_log_summary_interval: float = 10.0
     maintenance: bool = True
     rescue_after: float = 3600.0
     rescuer_interval: float = 30.0
@@ -280,6 +298,8 @@ class RunnerConfig:
         for name, env in (("reindex_interval", "CIVIC_REINDEX_INTERVAL"), ("reindex_timeout", "CIVIC_REINDEX_TIMEOUT")):
             if float(v.get(name, 1.0)) <= 0:
                 raise ValueError(f"{env} must be more than 0 (CIVIC_REINDEXER=false turns the reindexer off)")
+        if float(v.get("job_log_summary_interval", 10.0)) <= 0:
+            raise ValueError("CIVIC_JOB_LOG_SUMMARY_INTERVAL must be more than 0")
         try:
             v["db_pooler"] = check_mode(str(v.get("db_pooler", "auto")))
         except ValueError as e:

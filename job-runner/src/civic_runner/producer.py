@@ -25,6 +25,7 @@ from civic_runner.deadlines import CHORE, CLAIM, bounded
 from civic_runner.driver import Driver
 from civic_runner.executor import STOP_REMOTE_CANCEL, STOP_SHUTDOWN, STOP_TIMEOUT, effective_timeout, execute
 from civic_runner.job import Job, JobContext
+from civic_runner.joblog import JobLogSampler
 from civic_runner.outcome import Ending, Outcome, plan_completion
 from civic_runner.registry import Registry
 
@@ -100,6 +101,7 @@ class Producer:
         registry: Registry,
         completer: BatchCompleter,
         threads: concurrent.futures.Executor,
+        job_log: JobLogSampler | None = None,
     ) -> None:
         self.queue = queue
         self.max_workers = max_workers
@@ -109,6 +111,7 @@ class Producer:
         self._registry = registry
         self._completer = completer
         self._threads = threads
+        self._job_log = job_log if job_log is not None else JobLogSampler(cfg.job_log_rate)
         self._wake = asyncio.Event()
         self._stopping = False
         self.paused = False
@@ -356,7 +359,10 @@ class Producer:
         self._completer.submit(completion, written)
         if outcome.ending is Ending.COMPLETED:
             if log.isEnabledFor(logging.INFO):
-                log.info("job completed", extra=self._log_fields(job, completion.state.value, elapsed))
+                if self._job_log.admit(time.monotonic()):
+                    log.info("job completed", extra=self._log_fields(job, completion.state.value, elapsed))
+                else:
+                    self._job_log.count_unlogged(job.kind, self.queue)
         elif outcome.ending in (Ending.SNOOZE, Ending.INTERRUPT):
             log.info(f"job {outcome.ending.value}", extra=self._log_fields(job, completion.state.value, elapsed))
         else:

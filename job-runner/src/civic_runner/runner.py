@@ -21,6 +21,7 @@ from civic_runner.deadlines import connect_kwargs, stalled
 from civic_runner.driver import Driver
 from civic_runner.elector import Elector
 from civic_runner.executor import STOP_REMOTE_CANCEL
+from civic_runner.joblog import JobLogSampler
 from civic_runner.maintenance import Maintainer
 from civic_runner.notifier import Notifier
 from civic_runner.producer import Producer
@@ -53,6 +54,8 @@ class Runner:
         self.startup_problem: str | None = "starting: checking the database"
         self.pooled: bool | None = None  # CIVIC_DB_POOLER=auto's finding on DATABASE_URL's connections
         self.plan: pooling.ConnectionPlan | None = None
+        self.job_log = JobLogSampler(cfg.job_log_rate)  # one per process: the rate is per process
+        self._job_log_since = time.monotonic()
 
     def request_stop(self, reason: str = "requested") -> None:
         if not self._stop.is_set():
@@ -212,9 +215,13 @@ class Runner:
                 registry=self.registry,
                 completer=completer,
                 threads=threads,
+                job_log=self.job_log,
             )
         elector = Elector(pool, self.driver, cfg.client_id, cfg.elect_interval)
-        tasks: list[asyncio.Task[Any]] = [asyncio.create_task(completer.run(), name="completer")]
+        tasks: list[asyncio.Task[Any]] = [
+            asyncio.create_task(completer.run(), name="completer"),
+            asyncio.create_task(self._summarize_jobs(), name="job-log-summary"),
+        ]
         producer_tasks = [asyncio.create_task(p.run(), name=f"producer-{q}") for q, p in self.producers.items()]
         background: list[asyncio.Task[Any]] = []
         if plan.listen_url is not None:
@@ -287,6 +294,7 @@ class Runner:
         await asyncio.gather(*background, *tasks, *([elector_task] if elector_task else []), return_exceptions=True)
         if cfg.maintenance:
             await elector.resign()
+        self._log_job_summary()
         threads.shutdown(wait=False, cancel_futures=True)
         log.info("runner stopped", extra={"client_id": cfg.client_id})
         return 0
@@ -314,6 +322,18 @@ class Runner:
     def _wake_all(self) -> None:
         for p in self.producers.values():
             p.wake()
+
+    def _log_job_summary(self) -> None:
+        now = time.monotonic()
+        summary = self.job_log.take_summary(now - self._job_log_since)
+        self._job_log_since = now
+        if summary is not None:
+            log.info("jobs completed", extra=summary)
+
+    async def _summarize_jobs(self) -> None:
+        while True:
+            await asyncio.sleep(self.cfg.job_log_summary_interval)
+            self._log_job_summary()
 
     async def _beat(self) -> None:
         while True:
