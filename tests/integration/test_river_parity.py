@@ -187,9 +187,14 @@ def _complete(url: str, completion: Any) -> dict[int, tuple[str, bool]]:
     return asyncio.run(_with_pool(url, go))  # type: ignore[no-any-return]
 
 
-@pytest.mark.parametrize("ending", [Ending.COMPLETED, Ending.ERROR, Ending.SNOOZE])
-def test_an_outcome_for_a_job_now_running_another_attempt_is_skipped(url: str, ending: Ending) -> None:
-    """Our run was rescued, and another client claimed the job again: our late outcome must not end its run."""
+@pytest.mark.parametrize(
+    ("ending", "output"),
+    [(Ending.COMPLETED, None), (Ending.COMPLETED, {"late": True}), (Ending.ERROR, None), (Ending.SNOOZE, None)],
+    ids=["completed-plain", "completed-output", "error", "snooze"],
+)
+def test_an_outcome_for_a_job_now_running_another_attempt_is_skipped(url: str, ending: Ending, output: Any) -> None:
+    """Our run was rescued, and another client claimed the job again: our late outcome must not end its run
+    (a plain completion, nothing to merge, takes the driver's cheaper statement)."""
     j = _claimed(url)
     query(
         url,
@@ -198,7 +203,7 @@ def test_an_outcome_for_a_job_now_running_another_attempt_is_skipped(url: str, e
         (j.id,),
     )
     now = datetime.now(UTC)
-    outcome = Outcome(ending, message="late", snooze_seconds=60, output={"late": True})
+    outcome = Outcome(ending, message="late", snooze_seconds=60, output=output)
     result = _complete(url, plan_completion(j, outcome, started_at=now, now=now))
     assert result == {j.id: ("running", False)}
     row = job(url, j.id)
@@ -213,6 +218,13 @@ def test_an_outcome_for_a_job_moved_to_pending_is_skipped(url: str) -> None:
     result = _complete(url, plan_completion(j, Outcome(Ending.ERROR, message="x"), started_at=now, now=now))
     assert result == {j.id: ("pending", False)}
     assert job(url, j.id)["errors"] is None
+
+
+def test_a_plain_completion_of_a_deleted_job_reports_nothing_written(url: str) -> None:
+    j = _claimed(url)
+    query(url, "DELETE FROM metadata.river_job WHERE id = %s", (j.id,))
+    now = datetime.now(UTC)
+    assert _complete(url, plan_completion(j, Outcome(Ending.COMPLETED), started_at=now, now=now)) == {}
 
 
 def test_the_completer_still_writes_its_own_run(url: str) -> None:

@@ -56,7 +56,7 @@ def test_decode_problem(args_json: str, metadata_json: str, problem: str | None)
     got = decode_problem(job)
     if problem is None:
         assert got is None
-        assert "args" in vars(job) and "metadata" in vars(job), "decoded once, kept for the worker"
+        assert job.args is job.args and job.metadata is job.metadata, "decoded once, kept for the worker"
     else:
         assert got is not None and got.startswith(problem), got
 

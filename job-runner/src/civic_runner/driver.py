@@ -57,14 +57,11 @@ class Driver:
 
     # -- claim and complete -------------------------------------------------------------------
 
-    async def claim(self, conn: AsyncConnection[Any], queue: str, limit: int, client_id: str) -> list[Job]:
-        """River's JobGetAvailable: lock, mark running, attempt+1, append the client id.
-
-        The claim is committed when its rows come back, so nothing in them may fail to load: one bad value
-        would leave the whole batch `running` until the rescuer. Times are clamped (py_time); args and
-        metadata come as text and are decoded per job (job.decode_problem).
-        """
-        q = f"""
+    @property
+    def claim_sql(self) -> str:
+        """River's JobGetAvailable: lock, mark running, attempt+1, append the client id (parameters
+        queue, limit, client_id, max_by). Also driven without Python by bench/ceiling.py."""
+        return f"""
         WITH locked_jobs AS (
           SELECT id FROM {self.s}.river_job
           WHERE state = 'available' AND queue = %(queue)s AND scheduled_at <= now()
@@ -84,29 +81,20 @@ class Driver:
         FROM locked_jobs WHERE j.id = locked_jobs.id
         RETURNING j.id, j.kind, j.queue, j.args::text, j.attempt, j.max_attempts, j.priority, j.metadata::text,
                   coalesce(array_length(j.errors, 1), 0), j.attempted_at, {py_time("j.scheduled_at")},
-                  {py_time("j.created_at")}, j.tags
+                  {py_time("j.created_at")}, coalesce(j.tags, '{{}}')
+        """
+
+    async def claim(self, conn: AsyncConnection[Any], queue: str, limit: int, client_id: str) -> list[Job]:
+        """Claim up to `limit` available jobs of the queue (claim_sql).
+
+        The claim is committed when its rows come back, so nothing in them may fail to load: one bad value
+        would leave the whole batch `running` until the rescuer. Times are clamped (py_time); args and
+        metadata come as text and are decoded per job (job.decode_problem).
         """
         params = {"queue": queue, "limit": limit, "client_id": client_id, "max_by": MAX_ATTEMPTED_BY}
-        cur = await conn.execute(q, params)
+        cur = await conn.execute(self.claim_sql, params)
         rows = await cur.fetchall()
-        jobs = [
-            Job(
-                id=r[0],
-                kind=r[1],
-                queue=r[2],
-                args_json=r[3],
-                attempt=r[4],
-                max_attempts=r[5],
-                priority=r[6],
-                metadata_json=r[7],
-                error_count=r[8],
-                attempted_at=r[9],
-                scheduled_at=r[10],
-                created_at=r[11],
-                tags=r[12] or [],
-            )
-            for r in rows
-        ]
+        jobs = [Job(*r) for r in rows]  # claim_sql returns Job's fields in their order
         jobs.sort(key=lambda j: (j.priority, j.scheduled_at, j.id))
         return jobs
 
@@ -132,27 +120,38 @@ class Driver:
         result.update(await self._complete_general(conn, rest))
         return result
 
+    @property
+    def complete_plain_sql(self) -> str:
+        """Completed, nothing to merge or record: the common case (parameters ids, attempts).
+
+        A plain conditional UPDATE, as River 0.51's: no `FOR UPDATE` of the rows first. Under READ
+        COMMITTED a row another transaction changes meanwhile is re-read after its lock and the WHERE
+        checked again, so the outcome still lands only on the attempt that ran; a separate row lock cost
+        PostgreSQL a tuple-lock WAL record and a page write per job (bench/ceiling.py: the `locked`
+        variant). Returns the ids written; the others are looked up apart (rare).
+        """
+        return f"""
+        UPDATE {self.s}.river_job j SET state = 'completed', finalized_at = now()
+        FROM unnest(%(ids)s::bigint[], %(attempts)s::smallint[]) AS t(id, run_attempt)
+        WHERE j.id = t.id AND j.state = 'running' AND (t.run_attempt IS NULL OR j.attempt = t.run_attempt)
+        RETURNING j.id
+        """
+
     async def _complete_plain(
         self, conn: AsyncConnection[Any], items: Sequence[Completion]
     ) -> dict[int, tuple[str, bool]]:
-        """The common case, cheaper to send and to run: completed, nothing to merge or record."""
-        q = f"""
-        WITH input AS (
-          SELECT * FROM unnest(%s::bigint[], %s::smallint[]) AS t(id, run_attempt)
-        ), locked AS (
-          SELECT j.id, (j.state = 'running' AND (t.run_attempt IS NULL OR j.attempt = t.run_attempt)) AS was_running
-          FROM input t JOIN {self.s}.river_job j ON j.id = t.id
-          ORDER BY j.id
-          FOR UPDATE OF j
-        )
-        UPDATE {self.s}.river_job j SET
-          state = CASE WHEN l.was_running THEN 'completed' ELSE j.state END,
-          finalized_at = CASE WHEN l.was_running THEN now() ELSE j.finalized_at END
-        FROM locked l WHERE j.id = l.id
-        RETURNING j.id, j.state::text, l.was_running
-        """
-        cur = await conn.execute(q, ([c.job_id for c in items], [c.run_attempt for c in items]))
-        return {r[0]: (r[1], r[2]) for r in await cur.fetchall()}
+        ids = [c.job_id for c in items]
+        cur = await conn.execute(self.complete_plain_sql, {"ids": ids, "attempts": [c.run_attempt for c in items]})
+        result = {r[0]: ("completed", True) for r in await cur.fetchall()}
+        if len(result) < len(ids):
+            # Not running our attempt any more: their state now says why (completer.skip_note); a row gone
+            # is reported `missing` by the completer.
+            missing = [i for i in ids if i not in result]
+            cur = await conn.execute(
+                f"SELECT id, state::text FROM {self.s}.river_job WHERE id = ANY(%s::bigint[])", (missing,)
+            )
+            result.update({r[0]: (r[1], False) for r in await cur.fetchall()})
+        return result
 
     async def _complete_general(
         self, conn: AsyncConnection[Any], items: Sequence[Completion]

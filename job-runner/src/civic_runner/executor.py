@@ -19,6 +19,7 @@ log = logging.getLogger("civic_runner.executor")
 STOP_REMOTE_CANCEL = "job cancelled remotely"
 STOP_SHUTDOWN = "runner shutting down"
 STOP_TIMEOUT = "timeout"
+COMPLETED = Outcome(Ending.COMPLETED)  # a worker that returned nothing: shared, Outcome is frozen
 
 _TRACE_LIMIT = 4000  # characters of a trace kept (its end: the innermost frames and the message)
 # Frames that only carry a job to its worker (this module, asyncio, the thread pool): left out of traces.
@@ -108,4 +109,4 @@ async def execute(
         return stopped
     except Exception as exc:
         return outcome_for_stop(ctx) or outcome_for_exception(exc)
-    return Outcome(Ending.COMPLETED, output=result)
+    return COMPLETED if result is None else Outcome(Ending.COMPLETED, output=result)

@@ -7,7 +7,6 @@ import threading
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
-from functools import cached_property
 from typing import Any
 
 from civic_runner.errors import PermanentError
@@ -27,9 +26,13 @@ class JobState(StrEnum):
 FINALIZED_STATES = frozenset({JobState.CANCELLED, JobState.COMPLETED, JobState.DISCARDED})
 
 
-@dataclass(frozen=True)
+_UNDECODED: Any = object()
+
+
+@dataclass(slots=True, eq=False)
 class Job:
-    """A claimed row of river_job (state running).
+    """A claimed row of river_job (state running). Read-only by convention: the runner builds hundreds
+    of these per claim, and a frozen dataclass's __init__ cost twice as much (bench.profile_runner).
 
     args and metadata arrive as JSON text, are decoded once (`decode_problem`, before the worker
     runs) and kept.
@@ -48,15 +51,22 @@ class Job:
     scheduled_at: datetime
     created_at: datetime
     tags: list[str] = field(default_factory=list)
+    _args: Any = field(default=_UNDECODED, init=False, repr=False)
+    _metadata: Any = field(default=_UNDECODED, init=False, repr=False)
 
-    @cached_property
+    @property
     def args(self) -> Any:
         """Decoded args: usually an object, but rows written by others may hold any JSON."""
-        return json.loads(self.args_json)
+        if self._args is _UNDECODED:
+            self._args = json.loads(self.args_json)
+        return self._args
 
-    @cached_property
+    @property
     def metadata(self) -> Any:
-        return json.loads(self.metadata_json)
+        if self._metadata is _UNDECODED:
+            # Most rows' metadata is River's default, '{}': no need for the decoder.
+            self._metadata = {} if self.metadata_json == "{}" else json.loads(self.metadata_json)
+        return self._metadata
 
     def args_object(self) -> dict[str, Any]:
         """The args as a JSON object, or a permanent failure: bad input never gets better."""
@@ -80,7 +90,7 @@ def decode_problem(job: Job) -> str | None:
     """
     for what in ("args", "metadata"):
         try:
-            getattr(job, what)  # cached_property: decoded once, kept for the worker
+            getattr(job, what)  # decoded once, kept for the worker
         except (ValueError, RecursionError) as exc:  # JSONDecodeError is a ValueError
             return f"cannot decode the job's {what}: {type(exc).__name__}: {exc}"
     return None

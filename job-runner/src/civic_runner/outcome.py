@@ -37,9 +37,10 @@ class Outcome:
     output: Any = None
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Completion:
-    """One row of a batched completion (see driver.complete_many)."""
+    """One row of a batched completion (see driver.complete_many). Not frozen: one is made per job, and a
+    frozen dataclass's __init__ costs more; nobody changes one once planned."""
 
     job_id: int
     state: JobState

@@ -347,7 +347,8 @@ class Producer:
             job,
             outcome,
             started_at=started,
-            now=datetime.now(UTC),
+            # A completion does not read the time: spare the clock on the path of nearly every job.
+            now=started if outcome.ending is Ending.COMPLETED else datetime.now(UTC),
             scheduler_interval=self._cfg.scheduler_interval,
         )
         km = self._kind_metrics(job.kind)
