@@ -178,7 +178,14 @@ def main() -> None:
                         log(f"{key} (round {r + 1}): " + ", ".join(f"{k} {v:.4g}" for k, v in res.items()))
     finally:
         server.destroy()
-    summary = {key: {k: statistics.median(x[k] for x in runs) for k in runs[0]} for key, runs in results.items()}
+    summary = {
+        key: {
+            **{k: statistics.median(x[k] for x in runs) for k in runs[0]},
+            "jobs_per_s_min": min(x["jobs_per_s"] for x in runs),
+            "jobs_per_s_max": max(x["jobs_per_s"] for x in runs),
+        }
+        for key, runs in results.items()
+    }
     report = {
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "machine": machine(),
@@ -188,13 +195,13 @@ def main() -> None:
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2))
-    print("| variant | batch | clients | jobs/s (median) | PostgreSQL CPU µs/job | WAL bytes/job |")  # noqa: T201
+    print("| variant | batch | clients | jobs/s median [min-max] | PostgreSQL CPU µs/job | WAL bytes/job |")  # noqa: T201
     print("|---|---|---|---|---|---|")  # noqa: T201
     for key, s in summary.items():
-        variant, batch, clients = re.match(r"(\w+) batch=(\d+) clients=(\d+)", key).groups()  # type: ignore[union-attr]
+        cells = key.replace("batch=", "").replace("clients=", "").split()
         print(  # noqa: T201
-            f"| {variant} | {batch} | {clients} | {s['jobs_per_s']:.0f} | {s['db_cpu_us_per_job']:.1f} |"
-            f" {s['wal_bytes_per_job']:.0f} |"
+            f"| {' | '.join(cells)} | {s['jobs_per_s']:.0f} [{s['jobs_per_s_min']:.0f}-{s['jobs_per_s_max']:.0f}] |"
+            f" {s['db_cpu_us_per_job']:.1f} | {s['wal_bytes_per_job']:.0f} |"
         )
 
 
