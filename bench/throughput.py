@@ -26,13 +26,12 @@ import os
 import re
 import statistics
 import subprocess
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-from bench import burst, cpu
-from bench.common import ROOT, count_state, fresh_db, insert_noop, log, machine, start_postgres
+from bench import burst, ceiling, cpu
+from bench.common import ROOT, fresh_db, log, machine, start_postgres
 
 BURST = ("ours", "river-go")
 ALIASES = {"river": "river-cli"}  # the name of `river bench`'s row before River's Go client joined
@@ -94,43 +93,10 @@ def bench_pgqueuer(url: str, n: int) -> float:
     return asyncio.run(_pgqueuer(url, n, batch=100, concurrency=1000))
 
 
-CLAIM_COMPLETE_SQL = """
-WITH locked AS (
-  SELECT id FROM metadata.river_job
-  WHERE state = 'available' AND queue = 'default' AND scheduled_at <= now()
-  ORDER BY priority, scheduled_at, id LIMIT :batch FOR UPDATE SKIP LOCKED
-), claimed AS (
-  UPDATE metadata.river_job j SET state = 'running', attempt = j.attempt + 1, attempted_at = now(),
-    attempted_by = array_append(j.attempted_by, 'pgbench')
-  FROM locked WHERE j.id = locked.id RETURNING j.id
-) SELECT quote_literal(coalesce(array_agg(id), '{}')::text) AS ids FROM claimed \\gset
-WITH input AS (SELECT unnest(:ids::bigint[]) AS id), locked AS (
-  SELECT j.id FROM input t JOIN metadata.river_job j ON j.id = t.id ORDER BY j.id FOR UPDATE OF j
-) UPDATE metadata.river_job j SET state = 'completed', finalized_at = now()
-  FROM locked l WHERE j.id = l.id AND j.state = 'running';
-"""
-
-
-def bench_sql(url: str, n: int, clients: int = 4, batch: int = 100) -> float:
-    """The ceiling: our claim and batched-complete statements, driven by pgbench (C, no Python)."""
-    insert_noop(url, n)
-    with tempfile.NamedTemporaryFile("w", suffix=".sql", delete=False) as f:
-        f.write(CLAIM_COMPLETE_SQL)
-        script = f.name
-    os.chmod(script, 0o644)
-    txns = n // (batch * clients)
-    t0 = time.perf_counter()
-    out = subprocess.run(
-        ["pgbench", "-n", "-c", str(clients), "-j", "2", "-t", str(txns), "-D", f"batch={batch}", "-f", script, url],
-        capture_output=True,
-        text=True,
-    )
-    elapsed = time.perf_counter() - t0
-    if out.returncode != 0:
-        raise RuntimeError(out.stderr[-2000:])
-    done = count_state(url, "completed")
-    log(f"  sql: {done} completed by pgbench in {elapsed:.1f}s")
-    return done / elapsed
+def bench_sql(url: str, n: int, db_pid: int) -> dict[str, Any]:
+    """The ceiling: our claim and completion statements, driven by pgbench (bench/ceiling.py), at the
+    batch size our runner claims under a burst (about 1,000) and one client per runner process."""
+    return ceiling.run(url, db_pid, "shipped", n, batch=1000, clients=2)
 
 
 def summarize(runs: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
@@ -188,7 +154,7 @@ def one_run(
     if name == "pgqueuer":
         return {"jobs_per_s": bench_pgqueuer(url, args.jobs)}
     if name == "sql":
-        return {"jobs_per_s": bench_sql(url, args.jobs)}
+        return bench_sql(url, args.jobs, db_pid)
     raise SystemExit(f"unknown system {name} (ours, river-go, river-cli, pgqueuer, sql)")
 
 
