@@ -49,10 +49,15 @@ def earlier_try_landed(retried: bool, state_now: str, wrote: str) -> bool:
     return retried and state_now == wrote
 
 
-@dataclass(frozen=True)
+# Told, once per batch for each (callback, state, written), how many outcomes ended so: counting per
+# batch, not per job, keeps metrics off the per-job path.
+OnWritten = Callable[[str, bool, int], None]
+
+
+@dataclass(slots=True)
 class Pending:
     completion: Completion
-    on_written: Callable[[str, bool], None] | None = None
+    on_written: OnWritten | None = None
 
 
 class BatchCompleter:
@@ -66,6 +71,7 @@ class BatchCompleter:
         self._idle = asyncio.Event()
         self._idle.set()
         self._stopping = False
+        metrics.COMPLETER_BACKLOG.set_function(lambda: len(self._pending))  # read at scrape time
 
     @property
     def backlog(self) -> int:
@@ -75,9 +81,8 @@ class BatchCompleter:
         """Jobs whose outcome waits to be written or is being written: still `running` in the table."""
         return {p.completion.job_id for p in (*self._pending, *self._writing)}
 
-    def submit(self, completion: Completion, on_written: Callable[[str, bool], None] | None = None) -> None:
+    def submit(self, completion: Completion, on_written: OnWritten | None = None) -> None:
         self._pending.append(Pending(completion, on_written))
-        metrics.COMPLETER_BACKLOG.set(len(self._pending))
         self._idle.clear()
         self._wake.set()
 
@@ -121,7 +126,7 @@ class BatchCompleter:
             self._writing, self.write_started = [], None
             backoff = 0.05
             metrics.COMPLETER_BATCH.observe(len(batch))
-            metrics.COMPLETER_BACKLOG.set(len(self._pending))
+            tally: dict[tuple[OnWritten, str, bool], int] = {}
             for p in batch:
                 state, written = result.get(p.completion.job_id, ("missing", False))
                 was_retry = p.completion.job_id in retried
@@ -136,7 +141,10 @@ class BatchCompleter:
                     level, note = skip_note(state)
                     log.log(level, note, extra={"job_id": p.completion.job_id, "state": state})
                 if p.on_written is not None:
-                    p.on_written(state, written)
+                    key = (p.on_written, state, written)
+                    tally[key] = tally.get(key, 0) + 1
+            for (on_written, state, written), n in tally.items():
+                on_written(state, written, n)
 
     async def drain(self, timeout: float) -> bool:
         """Stop once everything submitted is written; False if that took longer than timeout."""

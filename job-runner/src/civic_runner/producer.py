@@ -82,11 +82,14 @@ class _KindMetrics:
         self._jobs: dict[str, Any] = {}
         self._kind, self._queue = kind, queue
 
-    def finished(self, state: str) -> None:
-        c = self._jobs.get(state)
+    def written(self, state: str, was_running: bool, n: int) -> None:
+        """The completer's report for a batch: n outcomes of this kind ended in `state` (skipped: not
+        written, the row was no longer running our attempt)."""
+        label = state if was_running else "skipped"
+        c = self._jobs.get(label)
         if c is None:
-            c = self._jobs[state] = metrics.JOBS.labels(self._kind, self._queue, state)
-        c.inc()
+            c = self._jobs[label] = metrics.JOBS.labels(self._kind, self._queue, label)
+        c.inc(n)
 
 
 class Producer:
@@ -353,11 +356,7 @@ class Producer:
         )
         km = self._kind_metrics(job.kind)
         km.duration.observe(elapsed)
-
-        def written(state: str, was_running: bool) -> None:
-            km.finished(state if was_running else "skipped")
-
-        self._completer.submit(completion, written)
+        self._completer.submit(completion, km.written)
         if outcome.ending is Ending.COMPLETED:
             if log.isEnabledFor(logging.INFO):
                 if self._job_log.admit(time.monotonic()):
