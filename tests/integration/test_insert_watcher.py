@@ -115,3 +115,29 @@ def test_a_burst_and_concurrent_inserters_lose_nothing(db_url: str) -> None:
         seconds_to_finalize(db_url, ids)
         assert time.monotonic() - t0 < 5.0
     assert len(ids) == 5000
+
+
+def test_a_lower_id_committed_after_a_higher_one_is_announced(db_url: str) -> None:
+    """The watcher's page skips an id still uncommitted (a slow inserter); when that id commits later, in a
+    queue nothing else woke, it is announced from the watcher's holes, well before the 5 s poll."""
+    migrate(db_url)
+    with InProcessRunner(db_url, registry, fetch_poll_interval=5.0, queues="default=5,late=5") as r:
+        wait_for(lambda: r.runner.watcher is not None and r.runner.watcher.holding, 5, what="watcher elected")
+        with psycopg.connect(db_url) as slow:  # a transaction held open: its id is lower, its commit later
+            [low] = [
+                row[0]
+                for row in slow.execute(
+                    "INSERT INTO metadata.river_job (kind, args, queue, max_attempts) "
+                    "VALUES ('noop', '{}', 'late', 25) RETURNING id"
+                )
+            ]
+            [high] = insert_silently(db_url, 1)
+            assert high > low
+            seconds_to_finalize(db_url, [high])
+            watcher = r.runner.watcher
+            assert watcher is not None
+            wait_for(lambda: low in watcher._mark.holes, 2, what="the uncommitted id kept as a hole")
+            slow.commit()
+            t0 = time.monotonic()
+        seconds_to_finalize(db_url, [low])
+        assert time.monotonic() - t0 < 1.0

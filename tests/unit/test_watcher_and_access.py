@@ -4,7 +4,17 @@ from __future__ import annotations
 
 import pytest
 from civic_runner.access import Facts, diagnose, river_needs
-from civic_runner.watcher import BUSY_FACTOR, HOLE_TTL, MAX_HOLES, Watermark, advance, next_wait
+from civic_runner.watcher import (
+    BUSY_FACTOR,
+    HOLE_TTL,
+    MAX_HOLES,
+    PAGE,
+    Page,
+    Watermark,
+    advance,
+    gaps_between,
+    next_wait,
+)
 
 pytestmark = pytest.mark.unit
 
@@ -13,9 +23,40 @@ def rows(*spec: tuple[int, str]) -> list[tuple[int, str, str]]:
     return [(i, q, "available" if not q.startswith("later") else "scheduled") for i, q in spec]
 
 
+def page(mark: Watermark, found: list[tuple[int, str, str]]) -> Page:
+    """The Page a tick makes of the rows past the watermark (InsertWatcher.tick's SQL)."""
+    fresh = sorted(r for r in found if r[0] > mark.seen)
+    ids = [r[0] for r in fresh]
+    return Page(
+        max(ids, default=mark.seen),
+        frozenset(q for _, q, st in fresh if st == "available"),
+        gaps_between(mark.seen, ids),
+        len(ids) >= PAGE,
+    )
+
+
+def tick(m: Watermark, found: list[tuple[int, str, str]], now: float) -> set[str]:
+    holes = [r for r in found if r[0] <= m.seen]
+    return advance(m, page(m, found), holes, now)
+
+
+@pytest.mark.parametrize(
+    ("seen", "ids", "gaps"),
+    [
+        (10, [], ()),
+        (10, [11, 12, 13], ()),
+        (10, [12], ((11, 11),)),
+        (10, [11, 14, 15, 20], ((12, 13), (16, 19))),
+        (0, [1_000_000], ((1, 999_999),)),
+    ],
+)
+def test_gaps_between(seen: int, ids: list[int], gaps: tuple[tuple[int, int], ...]) -> None:
+    assert gaps_between(seen, ids) == gaps
+
+
 def test_new_rows_advance_and_announce_their_queues() -> None:
     m = Watermark(10)
-    assert advance(m, rows((11, "s3_signer"), (12, "thumbnails"), (13, "s3_signer")), now=0) == {
+    assert tick(m, rows((11, "s3_signer"), (12, "thumbnails"), (13, "s3_signer")), now=0) == {
         "s3_signer",
         "thumbnails",
     }
@@ -24,39 +65,39 @@ def test_new_rows_advance_and_announce_their_queues() -> None:
 
 def test_only_available_rows_are_announced() -> None:
     m = Watermark(0)
-    assert advance(m, rows((1, "later-q")), now=0) == set()
+    assert tick(m, rows((1, "later-q")), now=0) == set()
     assert m.seen == 1
 
 
 def test_a_skipped_id_is_a_hole_until_it_shows_up() -> None:
     m = Watermark(10)
-    advance(m, rows((11, "a"), (14, "a")), now=0)
+    tick(m, rows((11, "a"), (14, "a")), now=0)
     assert m.seen == 14 and set(m.holes) == {12, 13}
     # 12 commits later (a concurrent inserter): announced, and no longer a hole.
-    assert advance(m, rows((12, "b")), now=0.5) == {"b"}
+    assert tick(m, rows((12, "b")), now=0.5) == {"b"}
     assert set(m.holes) == {13} and m.seen == 14
 
 
 def test_a_hole_expires_rolled_back_ids_are_not_looked_for_ever() -> None:
     m = Watermark(0)
-    advance(m, rows((2, "a")), now=0)
+    tick(m, rows((2, "a")), now=0)
     assert set(m.holes) == {1}
-    advance(m, [], now=HOLE_TTL + 0.1)
+    tick(m, [], now=HOLE_TTL + 0.1)
     assert m.holes == {}
 
 
 def test_holes_are_bounded() -> None:
     m = Watermark(0)
-    advance(m, rows((10_000_000, "a")), now=0)  # a sequence jump: only the top of the gap is kept
+    tick(m, rows((10_000_000, "a")), now=0)  # a sequence jump: only the top of the gap is kept
     assert len(m.holes) == MAX_HOLES and max(m.holes) == 9_999_999
     m2 = Watermark(0)
-    advance(m2, rows(*((i * 2, "a") for i in range(1, 2 * MAX_HOLES))), now=0)
+    tick(m2, rows(*((i * 2, "a") for i in range(1, 2 * MAX_HOLES))), now=0)
     assert len(m2.holes) == MAX_HOLES and min(m2.holes) > MAX_HOLES  # the newest kept
 
 
 def test_nothing_new_changes_nothing() -> None:
     m = Watermark(5, {3: 0.0})
-    assert advance(m, [], now=0.1) == set()
+    assert tick(m, [], now=0.1) == set()
     assert m.seen == 5 and m.holes == {3: 0.0}
 
 
