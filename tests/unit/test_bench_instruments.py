@@ -4,6 +4,7 @@ shipped-defaults environment, and the profile's attribution of samples to parts 
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -187,3 +188,22 @@ def test_round_trips_per_job_from_the_runners_metrics() -> None:
         "completion_statements_per_1k_jobs": 0.8,
         "jobs_per_completion_statement": 1500.0,
     }
+
+
+@pytest.mark.parametrize("variant", ["shipped", "locked"])
+def test_the_ceiling_drives_the_runners_own_statements(variant: str) -> None:
+    """bench/ceiling's pgbench script is the driver's claim and completion text, placeholders turned into
+    pgbench variables, each statement on one line."""
+    from civic_runner.driver import Driver
+
+    from bench import ceiling
+
+    script = ceiling.script(variant)
+    claim, gset, complete = script.strip().split("\n")
+    assert gset == "\\gset"
+    assert "%(" not in script and "%s" not in script
+    assert {":queue", ":limit", ":client_id", ":max_by"} <= set(re.findall(r":\w+", claim))
+    assert {":ids", ":attempts"} <= set(re.findall(r":\w+", complete))
+    assert ceiling.pgbench_sql(Driver("metadata").claim_sql) in claim
+    if variant == "shipped":
+        assert complete.rstrip(";") == ceiling.pgbench_sql(Driver("metadata").complete_plain_sql)
