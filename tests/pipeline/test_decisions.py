@@ -27,6 +27,7 @@ from civic_runner.pipeline.thumbnail import (
     transient_message,
     worker_deaths,
 )
+from civic_runner.pipeline.watchdog import StatementTimeout
 
 pytestmark = pytest.mark.unit
 
@@ -42,6 +43,8 @@ def test_defaults_are_civic_os_defaults() -> None:
     assert t.sizes == (150, 400, 800) and t.qualities == (80, 85, 90)
     assert t.fit is C.Fit.PAD and t.background == (255, 255, 255) and not t.enlarge
     assert cfg.schema == "metadata" and cfg.db_max_conns == 2 and cfg.warnings == ()
+    assert cfg.db_statement_timeout == 30.0
+    assert C.from_env({"PIPELINE_DB_STATEMENT_TIMEOUT": "2.5"}).db_statement_timeout == 2.5
 
 
 def test_runner_names_for_database_and_schema() -> None:
@@ -87,6 +90,8 @@ def test_aws_names_are_fallbacks_with_deprecation_warnings() -> None:
         ({"THUMBNAIL_MAX_MEGAPIXELS": "-1"}, "THUMBNAIL_MAX_MEGAPIXELS"),
         ({"THUMBNAIL_FAIL_ON": "never"}, "THUMBNAIL_FAIL_ON"),
         ({"PIPELINE_DB_MAX_CONNS": "0"}, "PIPELINE_DB_MAX_CONNS"),
+        ({"PIPELINE_DB_STATEMENT_TIMEOUT": "0"}, "PIPELINE_DB_STATEMENT_TIMEOUT"),  # no "wait for ever"
+        ({"PIPELINE_DB_STATEMENT_TIMEOUT": "30s"}, "PIPELINE_DB_STATEMENT_TIMEOUT"),
         ({"THUMBNAIL_RENDER_TIMEOUT": "0"}, "THUMBNAIL_RENDER_TIMEOUT"),
         ({"THUMBNAIL_VIPS_THREADS": "0"}, "THUMBNAIL_VIPS_THREADS"),
     ],
@@ -483,6 +488,8 @@ def test_retry_messages() -> None:
     assert "Unexpected error (KeyError" in transient_message(KeyError("k"))
     db_down = transient_message(psycopg.OperationalError("connection refused\n\tIs the server running?"))
     assert db_down == "The database could not be reached or failed (OperationalError: connection refused)."
+    dead_path = transient_message(StatementTimeout("no answer from the database in 30s: the connection was closed"))
+    assert dead_path.startswith("The database could not be reached or failed (StatementTimeout: no answer")
     assert "longer than the job timeout (60 s)" in stop_message(STOP_TIMEOUT, 60.0)
     assert "shut down" in stop_message(STOP_SHUTDOWN, None)
     assert "cancelled" in stop_message(STOP_REMOTE_CANCEL, None)

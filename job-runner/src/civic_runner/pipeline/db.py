@@ -3,20 +3,30 @@
 A small synchronous pool (opened on first use, `PIPELINE_DB_MAX_CONNS`, default 2) separate from the
 runner's async pool: workers are sync functions in threads and must not borrow the event loop's
 connections. Statements are prepared never, so PgBouncer in transaction mode works too.
+
+Every round trip is bounded, since a dead network path would otherwise hold a worker thread for ever:
+connecting by `connect_timeout` (civic_runner.deadlines.connect_kwargs), each statement by
+`PIPELINE_DB_STATEMENT_TIMEOUT` (civic_runner.pipeline.watchdog: the connection is closed and the pool
+opens a new one), and the wait for a free connection by `pool_timeout`.
 """
 
 from __future__ import annotations
 
 import logging
+import select
 import threading
 import uuid
 from dataclasses import dataclass
 from typing import Any
 
+import psycopg
+from psycopg import pq
 from psycopg_pool import ConnectionPool
 
+from civic_runner.deadlines import connect_kwargs
 from civic_runner.driver import quote_ident
 from civic_runner.pipeline.errors import RLS_HINT
+from civic_runner.pipeline.watchdog import Watchdog
 
 log = logging.getLogger("civic_runner.pipeline.db")
 
@@ -42,11 +52,47 @@ def rls_may_block(rls_enabled: bool, rls_forced: bool, is_owner: bool, bypasses:
     return rls_forced or not is_owner
 
 
+def check_idle(conn: psycopg.Connection[Any]) -> None:
+    """The pool's check when it hands out a connection: raise (the pool then discards it and takes
+    another) if the server or something in the path closed it while it sat idle (a restart, a proxy or
+    load balancer dropping its connections when the path comes back). Without a round trip, which on a
+    dead path would wait unbounded: an idle connection has nothing to read unless it was closed (or the
+    server sent a notice, which consuming reads harmlessly)."""
+    poller = select.poll()
+    poller.register(conn.fileno(), select.POLLIN)
+    # A server that ends a session sends its FATAL message, then closes: the first read takes the
+    # message, a second one finds the end. A few reads at most; a live connection stops being readable.
+    for _ in range(4):
+        if not poller.poll(0):
+            break
+        try:
+            conn.pgconn.consume_input()
+        except psycopg.OperationalError:
+            conn.close()
+            raise
+    else:
+        conn.close()
+        raise psycopg.OperationalError("the idle connection keeps receiving data: not reused")
+    if conn.pgconn.status != pq.ConnStatus.OK:
+        conn.close()
+        raise psycopg.OperationalError("the connection was closed while idle in the pool")
+
+
 class Database:
-    def __init__(self, url: str, schema: str, max_size: int = 2) -> None:
+    def __init__(
+        self,
+        url: str,
+        schema: str,
+        max_size: int = 2,
+        statement_timeout: float = 30.0,
+        pool_timeout: float = 15.0,
+    ) -> None:
         self.url = url
         self.schema = schema
         self.max_size = max_size
+        self.statement_timeout = statement_timeout
+        self.pool_timeout = pool_timeout  # the wait for a free (or newly opened) connection
+        self._watchdog = Watchdog()
         s = quote_ident(schema)
         self.files = f"{s}.files"
         self.requests = f"{s}.file_upload_requests"
@@ -65,9 +111,12 @@ class Database:
                     self.url,
                     min_size=1,
                     max_size=self.max_size,
-                    kwargs={"autocommit": True, "prepare_threshold": None},
+                    # Autocommit also keeps the pool from ever rolling back a returned connection, a
+                    # round trip no deadline of ours would cover.
+                    kwargs={"autocommit": True, "prepare_threshold": None, **connect_kwargs(self.url)},
                     name="civic-pipeline",
-                    timeout=15,
+                    check=check_idle,
+                    timeout=self.pool_timeout,
                     num_workers=1,
                     open=True,
                 )
@@ -78,19 +127,20 @@ class Database:
         """Warn once, at startup, if Civic OS's row-level security can hide rows from our UPDATEs."""
         assert self._pool is not None
         try:
-            with self._pool.connection() as conn:
-                row = conn.execute(
-                    """SELECT c.relrowsecurity, c.relforcerowsecurity, pg_get_userbyid(c.relowner) = current_user,
-                              r.rolsuper OR r.rolbypassrls, current_user
-                       FROM pg_class c, pg_roles r
-                       WHERE c.oid = to_regclass(%s) AND r.rolname = current_user""",
-                    (self.files,),
-                ).fetchone()
+            _, rows = self._run(
+                self._pool,
+                """SELECT c.relrowsecurity, c.relforcerowsecurity, pg_get_userbyid(c.relowner) = current_user,
+                          r.rolsuper OR r.rolbypassrls, current_user
+                   FROM pg_class c, pg_roles r
+                   WHERE c.oid = to_regclass(%s) AND r.rolname = current_user""",
+                (self.files,),
+            )
         except Exception as exc:  # the database may not be up yet: jobs will report it
             log.warning("could not check row-level security", extra={"error": str(exc).strip()})
             return
-        if not row:
+        if not rows:
             return
+        row = rows[0]
         self.role = str(row[4])
         self.rls_applies = rls_may_block(bool(row[0]), bool(row[1]), bool(row[2]), bool(row[3]))
         if self.rls_applies:
@@ -105,12 +155,21 @@ class Database:
             if self._pool is not None:
                 self._pool.close()
                 self._pool = None
+            self._watchdog.close()
 
     def _execute(self, sql: str, params: tuple[Any, ...]) -> tuple[int, list[tuple[Any, ...]]]:
-        with self.pool().connection() as conn:
-            cur = conn.execute(sql, params)
-            rows = cur.fetchall() if cur.description else []
-            return cur.rowcount, rows
+        return self._run(self.pool(), sql, params)
+
+    def _run(self, pool: ConnectionPool, sql: str, params: tuple[Any, ...]) -> tuple[int, list[tuple[Any, ...]]]:
+        """One statement under the deadline (StatementTimeout after it: an OperationalError, the
+        connection closed, so the pool discards it and opens another)."""
+        with pool.connection() as conn:
+
+            def statement() -> tuple[int, list[tuple[Any, ...]]]:
+                cur = conn.execute(sql, params)
+                return cur.rowcount, cur.fetchall() if cur.description else []
+
+            return self._watchdog.call(conn, self.statement_timeout, statement)
 
     # -- file_upload_requests ---------------------------------------------------------------------
 

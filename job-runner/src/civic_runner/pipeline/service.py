@@ -26,7 +26,9 @@ QUEUE_THUMBNAILS = "thumbnails"
 class Pipeline:
     def __init__(self, config: PipelineConfig) -> None:
         self.config = config
-        self.db = Database(config.database_url, config.schema, config.db_max_conns)
+        self.db = Database(
+            config.database_url, config.schema, config.db_max_conns, statement_timeout=config.db_statement_timeout
+        )
         self.storage = Storage(config.s3)
         self.thumbnails = ThumbnailWorker(self.db, self.storage, config.thumbnails)
         for warning in config.warnings:
