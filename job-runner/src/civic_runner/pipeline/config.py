@@ -96,7 +96,7 @@ class PipelineConfig:
     db_max_conns: int = 2  # per process, on top of the runner's own pool
     # Seconds one statement may go unanswered before its connection is closed and the job's attempt fails
     # (retried). The pipeline's statements are single-row reads and writes: milliseconds on a live path.
-    db_statement_timeout: float = 30.0
+    db_statement_timeout: float = 10.0  # single-row statements; within the frontend's 10 s wait for a URL
     s3: S3Settings = S3Settings()
     thumbnails: ThumbnailSettings = ThumbnailSettings()
     warnings: tuple[str, ...] = ()  # deprecations found while reading; logged by whoever starts the pipeline
@@ -294,7 +294,7 @@ def from_env(env: Mapping[str, str] | None = None) -> PipelineConfig:
         database_url=_runner_setting(env, "database_url"),
         schema=_runner_setting(env, "schema"),
         db_max_conns=_int(env, "PIPELINE_DB_MAX_CONNS", 2, 1, 20),
-        db_statement_timeout=_float(env, "PIPELINE_DB_STATEMENT_TIMEOUT", 30.0, 0.1, 3600),
+        db_statement_timeout=_float(env, "PIPELINE_DB_STATEMENT_TIMEOUT", 10.0, 0.1, 3600),
         s3=s3,
         thumbnails=parse_thumbnails(env),
         warnings=tuple(warnings),

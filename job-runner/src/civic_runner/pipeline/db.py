@@ -84,7 +84,7 @@ class Database:
         url: str,
         schema: str,
         max_size: int = 2,
-        statement_timeout: float = 30.0,
+        statement_timeout: float = 10.0,
         pool_timeout: float = 15.0,
     ) -> None:
         self.url = url
