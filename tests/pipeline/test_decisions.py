@@ -43,7 +43,7 @@ def test_defaults_are_civic_os_defaults() -> None:
     assert t.sizes == (150, 400, 800) and t.qualities == (80, 85, 90)
     assert t.fit is C.Fit.PAD and t.background == (255, 255, 255) and not t.enlarge
     assert cfg.schema == "metadata" and cfg.db_max_conns == 2 and cfg.warnings == ()
-    assert cfg.db_statement_timeout == 30.0
+    assert cfg.db_statement_timeout == 10.0
     assert C.from_env({"PIPELINE_DB_STATEMENT_TIMEOUT": "2.5"}).db_statement_timeout == 2.5
 
 
