@@ -7,7 +7,11 @@ pods, no runner processes), queue depth driven synthetically in PostgreSQL. Meas
   while idle, and per decision in a round;
 - the operator process's CPU (utime + stime) and RSS, and the database transactions it causes.
 
-    python -m bench.fleet_scale [--pools 10,100,200] [--rounds 4] [--max-replicas 20] [--idle-seconds 30]
+    python -m bench.fleet_scale [--pools 10,100,200] [--rounds 4] [--max-replicas 20] [--idle-seconds 30] [--profile]
+
+--profile samples the operator with py-spy during the rounds (not the start-up or the idle period) and leaves
+the samples in bench/out/fleet/profile-<N>.txt (collapsed stacks, one line per stack with its sample count; the
+subprocess and idle threads included, so the busy ones are to be read by their frames).
 
 Pools scale in one step (scaleUp.pods = maxReplicas over a 1 s period, no scale-down window, cooldown 0) so
 the latency is the operator's and not the policy's rate limits (a pool held at 18 by the step limit would then
@@ -21,6 +25,7 @@ import argparse
 import json
 import os
 import random
+import signal
 import statistics
 import subprocess
 import sys
@@ -239,6 +244,26 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))]
 
 
+def start_profiler(pid: int, out: Path) -> subprocess.Popen[bytes]:
+    """py-spy on the operator: --nonblocking so the sampling does not pause it (the latency stays honest),
+    --idle so time spent waiting in the event loop's selector shows too."""
+    py_spy = Path(sys.executable).parent / "py-spy"
+    return subprocess.Popen(
+        [str(py_spy), "record", "--pid", str(pid), "--format", "raw", "--output", str(out), "--rate", "200",
+         "--nonblocking", "--idle", "--threads"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+
+
+def stop_profiler(proc: subprocess.Popen[bytes]) -> None:
+    # SIGINT makes py-spy write what it sampled; SIGTERM would lose it.
+    proc.send_signal(signal.SIGINT)
+    try:
+        proc.wait(30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
 def run_fleet(cluster: FleetCluster, url: str, pools: int, args: argparse.Namespace, work: Path) -> dict[str, Any]:
     cluster.kubectl("delete", "namespace", NAMESPACE, "--ignore-not-found", "--wait=true", "--timeout=300s")
     cluster.kubectl("create", "namespace", NAMESPACE)
@@ -271,6 +296,7 @@ def run_fleet(cluster: FleetCluster, url: str, pools: int, args: argparse.Namesp
         log(f"  {pools} pools: every pool evaluated {result['all_evaluated_s']} s after creation")
         rng = random.Random(pools)
         targets = [0] * pools
+        profiler = start_profiler(operator.pid, work / f"profile-{pools}.txt") if args.profile else None
         for round_no in range(1, args.rounds + 1):
             targets = next_targets(rng, targets, args.max_replicas)
             cpu0, tx0 = meter.cpu_seconds(), transactions(url)
@@ -311,6 +337,8 @@ def run_fleet(cluster: FleetCluster, url: str, pools: int, args: argparse.Namesp
                     if f"pool-{i:03d}" not in latencies
                 }
                 raise RuntimeError(f"round {round_no}: pools short of their replicas: {missing}; {op_log.name}")
+        if profiler is not None:
+            stop_profiler(profiler)
         # Idle: depths unchanged, the operator only polls (every pollSeconds per pool).
         time.sleep(3)
         cpu0, tx0, t0 = meter.cpu_seconds(), transactions(url), time.time()
@@ -363,6 +391,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=4)
     parser.add_argument("--max-replicas", type=int, default=20)
     parser.add_argument("--idle-seconds", type=float, default=30)
+    parser.add_argument("--profile", action="store_true", help="py-spy the operator during the rounds")
     args = parser.parse_args()
     log(f"machine: {machine()}")
     cluster = FleetCluster()
