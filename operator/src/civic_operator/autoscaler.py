@@ -173,6 +173,12 @@ class PoolAutoscaler:
         self._secret = (time.monotonic(), url)
         return url
 
+    def see(self, body: dict[str, Any]) -> None:
+        """A newer body from the watch; a spec change someone else made starts a round now."""
+        previous, self.body = self.body, body
+        if writes.spec_news(previous, body, self._written[0] if self._written else None):
+            self.wake.set()
+
     def observe_deployment(self, spec_replicas: int, replicas: int, ready: int) -> None:
         """The pool's Deployment changed (pods became ready, or someone edited it): report it now, and
         restore a replica count that is not the one this operator applied."""

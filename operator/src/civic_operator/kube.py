@@ -172,3 +172,9 @@ async def peering_statuses(namespaces: list[str], name: str) -> list[dict[str, A
     """The status of the ClusterKopfPeering (no namespaces) or of each namespace's KopfPeering."""
     targets: list[str | None] = list(namespaces) or [None]
     return [await _call(_peering_status, ns, name) for ns in targets]
+
+
+def watch_client() -> kubernetes.client.ApiClient:
+    """A client of its own for a long-lived watch: a watch holds its connection for minutes, which the
+    shared client's pool needs for the calls."""
+    return kubernetes.client.ApiClient(_api_client().configuration)
