@@ -246,10 +246,11 @@ def percentile(values: list[float], q: float) -> float:
 
 def start_profiler(pid: int, out: Path) -> subprocess.Popen[bytes]:
     """py-spy on the operator: --nonblocking so the sampling does not pause it (the latency stays honest),
-    --idle so time spent waiting in the event loop's selector shows too."""
+    --idle so time spent waiting in the event loop's selector shows too; 50 Hz: at 200 Hz py-spy took
+    60 % of a core on the 2-core machine and slowed the run it measured."""
     py_spy = Path(sys.executable).parent / "py-spy"
     return subprocess.Popen(
-        [str(py_spy), "record", "--pid", str(pid), "--format", "raw", "--output", str(out), "--rate", "200",
+        [str(py_spy), "record", "--pid", str(pid), "--format", "raw", "--output", str(out), "--rate", "50",
          "--nonblocking", "--idle", "--threads"],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
