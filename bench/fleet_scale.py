@@ -317,6 +317,7 @@ def run_fleet(cluster: FleetCluster, url: str, pools: int, args: argparse.Namesp
             entry = {
                 "round": round_no,
                 "decided": len(values),
+                "min_s": round(min(values), 3) if values else None,
                 "p50_s": round(percentile(values, 0.5), 3) if values else None,
                 "p99_s": round(percentile(values, 0.99), 3) if values else None,
                 "max_s": round(max(values), 3) if values else None,
@@ -327,7 +328,8 @@ def run_fleet(cluster: FleetCluster, url: str, pools: int, args: argparse.Namesp
             }
             result["rounds"].append(entry)
             log(
-                f"  {pools} pools, round {round_no}: {entry['decided']}/{pools} decided, p50 {entry['p50_s']} s, "
+                f"  {pools} pools, round {round_no}: {entry['decided']}/{pools} decided, min {entry['min_s']} s, "
+                f"p50 {entry['p50_s']} s, "
                 f"p99 {entry['p99_s']} s, max {entry['max_s']} s; {entry['requests']} API requests, "
                 f"{entry['cpu_s']} CPU s"
             )

@@ -101,6 +101,7 @@ class PoolAutoscaler:
     # What runs, as the last apply returned it or the Deployment's watch events report it (None: unknown).
     observed: dict[str, int] | None = None
     _applied: writes.Written | None = None
+    _applied_replicas: int | None = None  # the replicas of our last Deployment apply
     _status: writes.Written | None = None
     _sent: dict[str, Any] = field(default_factory=dict)  # every status field this autoscaler has written
     _ready_report: asyncio.TimerHandle | None = None
@@ -182,7 +183,12 @@ class PoolAutoscaler:
     def observe_deployment(self, spec_replicas: int, replicas: int, ready: int) -> None:
         """The pool's Deployment changed (pods became ready, or someone edited it): report it now, and
         restore a replica count that is not the one this operator applied."""
-        applied = int((self.body.get("spec") or {}).get("replicas") or 0)
+        # Compared with what we applied last, not with the body: the Deployment's events (deployments.py)
+        # can arrive before kopf's watch brings the pool's body with the spec.replicas that apply followed,
+        # and would then be taken for a hand edit (one more apply and round).
+        applied = self._applied_replicas
+        if applied is None:
+            applied = int((self.body.get("spec") or {}).get("replicas") or 0)
         seen = {"replicas": replicas, "readyReplicas": ready}
         if spec_replicas != applied:
             self._applied = None
@@ -216,6 +222,7 @@ class PoolAutoscaler:
             return dict(self.observed)
         running = await reconcile(self.ref, spec)
         self._applied = writes.Written(manifest, now)
+        self._applied_replicas = int(spec.get("replicas") or 0)
         self.observed = dict(running) if mode != "Job" else None
         return running
 
