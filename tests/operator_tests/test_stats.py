@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import json
 
 import psycopg
 import pytest
@@ -108,3 +109,23 @@ async def _statements(src: StatsSource, url: str) -> int:
         cur = await conn.execute("SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()")
         row = await cur.fetchone()
         return int(row[0]) - 1  # not counting this one
+
+
+def test_the_batch_statement_is_index_served(db_url: str) -> None:
+    """Its cost must not grow with river_job: every count and the oldest-job lookup go through River's
+    indexes (by state and queue), never a scan of the table."""
+    from civic_operator.stats import batch_sql
+
+    migrate(db_url)
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        conn.execute(
+            """INSERT INTO metadata.river_job (kind, args, queue, state, finalized_at)
+               SELECT 'k', '{}', 'q' || (i % 50), 'completed', now() FROM generate_series(1, 20000) i"""
+        )
+        conn.execute("ANALYZE metadata.river_job")
+        sql = "EXPLAIN (FORMAT JSON) " + batch_sql("metadata")
+        row = conn.execute(sql, {"queues": [f"q{i}" for i in range(40)], "cap": 1000, "soon": 5}).fetchone()
+    assert row is not None
+    plan = json.dumps(row[0])
+    assert "Seq Scan" not in plan.replace('"Function Scan"', ""), plan
+    assert "river_job_prioritized_fetching_index" in plan

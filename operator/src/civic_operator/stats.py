@@ -169,7 +169,8 @@ class StatsSource:
                     timeout=5,
                     # Never prepared: the URL may be a PgBouncer in transaction mode, where a statement
                     # prepared on one server connection is missing on the next (`_pg3_0 does not exist`).
-                    # One statement per pool and round: planning it each time costs well under a millisecond.
+                    # One statement per batch of pools (or per pool) and round: planning it each time costs well under
+                    # a millisecond.
                     kwargs={"autocommit": True, "connect_timeout": 5, "prepare_threshold": None},
                     name="civic-operator-stats",
                 )
