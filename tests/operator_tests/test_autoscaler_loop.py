@@ -245,10 +245,8 @@ def test_two_pools_on_one_database_stay_within_the_connection_budget(monkeypatch
 def test_budget_events_follow_the_cap_not_the_demand(monkeypatch: pytest.MonkeyPatch) -> None:
     from civic_operator.budget import Budget, PoolDemand, grant
 
-    posted: list[tuple[str, str]] = []
-    monkeypatch.setattr(kopf, "warn", lambda body, reason, message: posted.append(("warn", message)))
-    monkeypatch.setattr(kopf, "info", lambda body, reason, message: posted.append(("info", message)))
     scaler = PoolAutoscaler(PoolRef("a", "ns", "u"), QueueWithWork(), RecordingListener())  # type: ignore[arg-type]
+    posted = scaler._notes  # the round's Events, posted at its end (evaluate)
     b24 = Budget(24, "pool", "24 set by the pool")
 
     def report(wanted: int, budget: Budget = b24) -> dict[str, Any]:
@@ -259,11 +257,11 @@ def test_budget_events_follow_the_cap_not_the_demand(monkeypatch: pytest.MonkeyP
     status = report(10)
     assert (status["grantedReplicas"], status["limited"], status["budget"]) == (6, True, 24)
     report(12)  # more demand, the same cap: no new Event
-    assert [k for k, _ in posted] == ["warn"]
-    assert "caps ns/a at 6 of 10 replicas x 4 connections" in posted[0][1]
+    assert [(k, r) for k, r, _ in posted] == [("Warning", "ConnectionBudget")]
+    assert "caps ns/a at 6 of 10 replicas x 4 connections" in posted[0][2]
     report(12, Budget(32, "pool", "32 set by the pool"))  # the cap moved
-    assert [k for k, _ in posted] == ["warn", "warn"] and "at 8 of 12" in posted[1][1]
+    assert [k for k, _, _ in posted] == ["Warning", "Warning"] and "at 8 of 12" in posted[1][2]
     report(3)  # fits: the cap ended
-    assert posted[-1][0] == "info" and "no longer capped: 3 replicas x 4 connections" in posted[-1][1]
+    assert posted[-1][0] == "Normal" and "no longer capped: 3 replicas x 4 connections" in posted[-1][2]
     report(2)
     assert len(posted) == 3

@@ -105,6 +105,7 @@ class PoolAutoscaler:
     _status: writes.Written | None = None
     _sent: dict[str, Any] = field(default_factory=dict)  # every status field this autoscaler has written
     _ready_report: asyncio.TimerHandle | None = None
+    _notes: list[tuple[str, str, str]] = field(default_factory=list)  # the round's Events: (type, reason, message)
 
     def _demand(
         self, spec: dict[str, Any], policy: Policy, wanted: int, held: int, step: int | None = None
@@ -341,14 +342,14 @@ class PoolAutoscaler:
                 "wanted_connections": grant.wanted_connections,
             }
             if grant.limited:
-                kopf.warn(cast(Any, body), reason="ConnectionBudget", message=grant.reason)
+                self._notes.append(("Warning", "ConnectionBudget", grant.reason))
                 log.warning("capped by the connection budget", extra={**extra, "reason": grant.reason})
             else:
                 message = (
                     f"no longer capped: {grant.replicas} replicas x {grant.per_pod} connections within the "
                     f"budget of {found.connections} on {server} ({found.detail})"
                 )
-                kopf.info(cast(Any, body), reason="ConnectionBudget", message=message)
+                self._notes.append(("Normal", "ConnectionBudget", message))
                 log.info("connection budget no longer caps", extra=extra)
         self._budget_note = note
         return {
@@ -368,6 +369,20 @@ class PoolAutoscaler:
         }
 
     async def evaluate(self, body: dict[str, Any]) -> None:
+        self._notes = []
+        try:
+            await self._evaluate(body)
+        finally:
+            # The round's Events (Scaled, StatsUnavailable, ConnectionBudget) go out at its end, after the
+            # status: kopf posts an Event at once, and posted mid-round, 100 pools' Scaled events were as many
+            # API writes as their spec.replicas patches, at the same moment (the audit log of a 100-pool round
+            # in bench/fleet_scale.py), so the next pools' patches waited for them.
+            for kind, reason, message in self._notes:
+                post = kopf.warn if kind == "Warning" else kopf.info
+                post(cast(Any, body), reason=reason, message=message)
+            self._notes = []
+
+    async def _evaluate(self, body: dict[str, Any]) -> None:
         spec: dict[str, Any] = dict(body.get("spec") or {})
         status: dict[str, Any] = dict(body.get("status") or {})
         policy = Policy.from_spec(spec.get("autoscaling"))
@@ -403,9 +418,7 @@ class PoolAutoscaler:
                 spec["replicas"] = decision.replicas
                 direction = "up" if decision.replicas > current else "down"
                 metrics.DECISIONS.labels(*labels, direction).inc()
-                kopf.info(
-                    cast(Any, body), reason="Scaled", message=f"{current} → {decision.replicas}: {decision.reason}"
-                )
+                self._notes.append(("Normal", "Scaled", f"{current} → {decision.replicas}: {decision.reason}"))
                 log.info(
                     "scaled",
                     extra={
@@ -418,7 +431,7 @@ class PoolAutoscaler:
                 )
                 patch.update(lastScaleTime=now_iso(), lastScaleReason=decision.reason)
             elif decision.degraded and _condition(status, "Degraded") != "True":
-                kopf.warn(cast(Any, body), reason="StatsUnavailable", message=decision.reason)
+                self._notes.append(("Warning", "StatsUnavailable", decision.reason))
         else:
             claimed = await self._claim(spec, policy, current, current, cap=True)  # hand-set: counted, not capped
         budget_limit = None
