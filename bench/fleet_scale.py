@@ -16,7 +16,7 @@ subprocess and idle threads included, so the busy ones are to be read by their f
 Pools scale in one step (scaleUp.pods = maxReplicas over a 1 s period, no scale-down window, cooldown 0) so
 the latency is the operator's and not the policy's rate limits (a pool held at 18 by the step limit would then
 stay there for a target of 19: within the 10 % tolerance). A dedicated cluster `civic-fleet` (4 fake nodes, audit log
-on) is created on first use and kept; the namespace `fleet` is recreated per N.
+on) is created on first use and kept (`--delete-cluster` deletes it); the namespace `fleet` is recreated per N.
 """
 
 from __future__ import annotations
@@ -395,7 +395,13 @@ def main() -> None:
     parser.add_argument("--max-replicas", type=int, default=20)
     parser.add_argument("--idle-seconds", type=float, default=30)
     parser.add_argument("--profile", action="store_true", help="py-spy the operator during the rounds")
+    parser.add_argument(
+        "--delete-cluster", action="store_true", help=f"delete the {CLUSTER} cluster (the built binaries stay) and exit"
+    )
     args = parser.parse_args()
+    if args.delete_cluster:
+        FleetCluster().cp.down()
+        return
     log(f"machine: {machine()}")
     cluster = FleetCluster()
     log(f"control plane {CLUSTER} (audit log {cluster.audit_log})")
