@@ -7,12 +7,16 @@ pods, no runner processes), queue depth driven synthetically in PostgreSQL. Meas
   while idle, and per decision in a round;
 - the operator process's CPU (utime + stime) and RSS, and the database transactions it causes.
 
-    python -m bench.fleet_scale [--pools 10,100,200] [--rounds 4] [--max-replicas 20] [--idle-seconds 30]
+    python -m bench.fleet_scale [--pools 10,100,200] [--rounds 4] [--max-replicas 20] [--idle-seconds 30] [--profile]
+
+--profile samples the operator with py-spy during the rounds (not the start-up or the idle period) and leaves
+the samples in bench/out/fleet/profile-<N>.txt (collapsed stacks, one line per stack with its sample count; the
+subprocess and idle threads included, so the busy ones are to be read by their frames).
 
 Pools scale in one step (scaleUp.pods = maxReplicas over a 1 s period, no scale-down window, cooldown 0) so
 the latency is the operator's and not the policy's rate limits (a pool held at 18 by the step limit would then
 stay there for a target of 19: within the 10 % tolerance). A dedicated cluster `civic-fleet` (4 fake nodes, audit log
-on) is created on first use and kept; the namespace `fleet` is recreated per N.
+on) is created on first use and kept (`--delete-cluster` deletes it); the namespace `fleet` is recreated per N.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ import argparse
 import json
 import os
 import random
+import signal
 import statistics
 import subprocess
 import sys
@@ -239,6 +244,27 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))]
 
 
+def start_profiler(pid: int, out: Path) -> subprocess.Popen[bytes]:
+    """py-spy on the operator: --nonblocking so the sampling does not pause it (the latency stays honest),
+    --idle so time spent waiting in the event loop's selector shows too; 50 Hz: at 200 Hz py-spy took
+    60 % of a core on the 2-core machine and slowed the run it measured."""
+    py_spy = Path(sys.executable).parent / "py-spy"
+    return subprocess.Popen(
+        [str(py_spy), "record", "--pid", str(pid), "--format", "raw", "--output", str(out), "--rate", "50",
+         "--nonblocking", "--idle", "--threads"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+
+
+def stop_profiler(proc: subprocess.Popen[bytes]) -> None:
+    # SIGINT makes py-spy write what it sampled; SIGTERM would lose it.
+    proc.send_signal(signal.SIGINT)
+    try:
+        proc.wait(30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
 def run_fleet(cluster: FleetCluster, url: str, pools: int, args: argparse.Namespace, work: Path) -> dict[str, Any]:
     cluster.kubectl("delete", "namespace", NAMESPACE, "--ignore-not-found", "--wait=true", "--timeout=300s")
     cluster.kubectl("create", "namespace", NAMESPACE)
@@ -271,6 +297,7 @@ def run_fleet(cluster: FleetCluster, url: str, pools: int, args: argparse.Namesp
         log(f"  {pools} pools: every pool evaluated {result['all_evaluated_s']} s after creation")
         rng = random.Random(pools)
         targets = [0] * pools
+        profiler = start_profiler(operator.pid, work / f"profile-{pools}.txt") if args.profile else None
         for round_no in range(1, args.rounds + 1):
             targets = next_targets(rng, targets, args.max_replicas)
             cpu0, tx0 = meter.cpu_seconds(), transactions(url)
@@ -290,6 +317,7 @@ def run_fleet(cluster: FleetCluster, url: str, pools: int, args: argparse.Namesp
             entry = {
                 "round": round_no,
                 "decided": len(values),
+                "min_s": round(min(values), 3) if values else None,
                 "p50_s": round(percentile(values, 0.5), 3) if values else None,
                 "p99_s": round(percentile(values, 0.99), 3) if values else None,
                 "max_s": round(max(values), 3) if values else None,
@@ -300,7 +328,8 @@ def run_fleet(cluster: FleetCluster, url: str, pools: int, args: argparse.Namesp
             }
             result["rounds"].append(entry)
             log(
-                f"  {pools} pools, round {round_no}: {entry['decided']}/{pools} decided, p50 {entry['p50_s']} s, "
+                f"  {pools} pools, round {round_no}: {entry['decided']}/{pools} decided, min {entry['min_s']} s, "
+                f"p50 {entry['p50_s']} s, "
                 f"p99 {entry['p99_s']} s, max {entry['max_s']} s; {entry['requests']} API requests, "
                 f"{entry['cpu_s']} CPU s"
             )
@@ -311,6 +340,8 @@ def run_fleet(cluster: FleetCluster, url: str, pools: int, args: argparse.Namesp
                     if f"pool-{i:03d}" not in latencies
                 }
                 raise RuntimeError(f"round {round_no}: pools short of their replicas: {missing}; {op_log.name}")
+        if profiler is not None:
+            stop_profiler(profiler)
         # Idle: depths unchanged, the operator only polls (every pollSeconds per pool).
         time.sleep(3)
         cpu0, tx0, t0 = meter.cpu_seconds(), transactions(url), time.time()
@@ -363,7 +394,14 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=4)
     parser.add_argument("--max-replicas", type=int, default=20)
     parser.add_argument("--idle-seconds", type=float, default=30)
+    parser.add_argument("--profile", action="store_true", help="py-spy the operator during the rounds")
+    parser.add_argument(
+        "--delete-cluster", action="store_true", help=f"delete the {CLUSTER} cluster (the built binaries stay) and exit"
+    )
     args = parser.parse_args()
+    if args.delete_cluster:
+        FleetCluster().cp.down()
+        return
     log(f"machine: {machine()}")
     cluster = FleetCluster()
     log(f"control plane {CLUSTER} (audit log {cluster.audit_log})")

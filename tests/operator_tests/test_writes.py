@@ -34,6 +34,28 @@ def test_should_apply(
     assert writes.should_apply(mode=mode, manifest=manifest, last=last, observed=observed, now=now) is expected
 
 
+def _pool(generation: int | None, replicas: int = 1) -> dict[str, Any]:
+    meta = {} if generation is None else {"generation": generation}
+    return {"metadata": meta, "spec": {"replicas": replicas}}
+
+
+@pytest.mark.parametrize(
+    ("before", "after", "ours", "expected"),
+    [
+        (None, _pool(1), None, True),  # first sight
+        (_pool(1), _pool(1), None, False),  # a status or annotation change: same generation
+        (_pool(1), _pool(2, 3), None, True),  # someone edited the spec (kubectl scale, apply)
+        (_pool(1), _pool(2, 3), 2, False),  # our own spec.replicas patch
+        (_pool(2), _pool(3, 4), 2, True),  # an edit after our patch
+        (_pool(1), _pool(3, 4), 2, True),  # the watch skipped ours: the newest is someone else's
+        (_pool(None), _pool(None), None, False),  # no generations: the specs are equal
+        (_pool(None), _pool(None, 2), None, True),  # no generations: the specs differ
+    ],
+)
+def test_spec_news(before: dict[str, Any] | None, after: dict[str, Any], ours: int | None, expected: bool) -> None:
+    assert writes.spec_news(before, after, ours) is expected
+
+
 @pytest.mark.parametrize(
     ("status", "last", "now", "expected"),
     [

@@ -101,9 +101,11 @@ class PoolAutoscaler:
     # What runs, as the last apply returned it or the Deployment's watch events report it (None: unknown).
     observed: dict[str, int] | None = None
     _applied: writes.Written | None = None
+    _applied_replicas: int | None = None  # the replicas of our last Deployment apply
     _status: writes.Written | None = None
     _sent: dict[str, Any] = field(default_factory=dict)  # every status field this autoscaler has written
     _ready_report: asyncio.TimerHandle | None = None
+    _notes: list[tuple[str, str, str]] = field(default_factory=list)  # the round's Events: (type, reason, message)
 
     def _demand(
         self, spec: dict[str, Any], policy: Policy, wanted: int, held: int, step: int | None = None
@@ -173,10 +175,21 @@ class PoolAutoscaler:
         self._secret = (time.monotonic(), url)
         return url
 
+    def see(self, body: dict[str, Any]) -> None:
+        """A newer body from the watch; a spec change someone else made starts a round now."""
+        previous, self.body = self.body, body
+        if writes.spec_news(previous, body, self._written[0] if self._written else None):
+            self.wake.set()
+
     def observe_deployment(self, spec_replicas: int, replicas: int, ready: int) -> None:
         """The pool's Deployment changed (pods became ready, or someone edited it): report it now, and
         restore a replica count that is not the one this operator applied."""
-        applied = int((self.body.get("spec") or {}).get("replicas") or 0)
+        # Compared with what we applied last, not with the body: the Deployment's events (deployments.py)
+        # can arrive before kopf's watch brings the pool's body with the spec.replicas that apply followed,
+        # and would then be taken for a hand edit (one more apply and round).
+        applied = self._applied_replicas
+        if applied is None:
+            applied = int((self.body.get("spec") or {}).get("replicas") or 0)
         seen = {"replicas": replicas, "readyReplicas": ready}
         if spec_replicas != applied:
             self._applied = None
@@ -210,6 +223,7 @@ class PoolAutoscaler:
             return dict(self.observed)
         running = await reconcile(self.ref, spec)
         self._applied = writes.Written(manifest, now)
+        self._applied_replicas = int(spec.get("replicas") or 0)
         self.observed = dict(running) if mode != "Job" else None
         return running
 
@@ -328,14 +342,14 @@ class PoolAutoscaler:
                 "wanted_connections": grant.wanted_connections,
             }
             if grant.limited:
-                kopf.warn(cast(Any, body), reason="ConnectionBudget", message=grant.reason)
+                self._notes.append(("Warning", "ConnectionBudget", grant.reason))
                 log.warning("capped by the connection budget", extra={**extra, "reason": grant.reason})
             else:
                 message = (
                     f"no longer capped: {grant.replicas} replicas x {grant.per_pod} connections within the "
                     f"budget of {found.connections} on {server} ({found.detail})"
                 )
-                kopf.info(cast(Any, body), reason="ConnectionBudget", message=message)
+                self._notes.append(("Normal", "ConnectionBudget", message))
                 log.info("connection budget no longer caps", extra=extra)
         self._budget_note = note
         return {
@@ -355,6 +369,20 @@ class PoolAutoscaler:
         }
 
     async def evaluate(self, body: dict[str, Any]) -> None:
+        self._notes = []
+        try:
+            await self._evaluate(body)
+        finally:
+            # The round's Events (Scaled, StatsUnavailable, ConnectionBudget) go out at its end, after the
+            # status: kopf posts an Event at once, and posted mid-round, 100 pools' Scaled events were as many
+            # API writes as their spec.replicas patches, at the same moment (the audit log of a 100-pool round
+            # in bench/fleet_scale.py), so the next pools' patches waited for them.
+            for kind, reason, message in self._notes:
+                post = kopf.warn if kind == "Warning" else kopf.info
+                post(cast(Any, body), reason=reason, message=message)
+            self._notes = []
+
+    async def _evaluate(self, body: dict[str, Any]) -> None:
         spec: dict[str, Any] = dict(body.get("spec") or {})
         status: dict[str, Any] = dict(body.get("status") or {})
         policy = Policy.from_spec(spec.get("autoscaling"))
@@ -390,9 +418,7 @@ class PoolAutoscaler:
                 spec["replicas"] = decision.replicas
                 direction = "up" if decision.replicas > current else "down"
                 metrics.DECISIONS.labels(*labels, direction).inc()
-                kopf.info(
-                    cast(Any, body), reason="Scaled", message=f"{current} → {decision.replicas}: {decision.reason}"
-                )
+                self._notes.append(("Normal", "Scaled", f"{current} → {decision.replicas}: {decision.reason}"))
                 log.info(
                     "scaled",
                     extra={
@@ -405,7 +431,7 @@ class PoolAutoscaler:
                 )
                 patch.update(lastScaleTime=now_iso(), lastScaleReason=decision.reason)
             elif decision.degraded and _condition(status, "Degraded") != "True":
-                kopf.warn(cast(Any, body), reason="StatsUnavailable", message=decision.reason)
+                self._notes.append(("Warning", "StatsUnavailable", decision.reason))
         else:
             claimed = await self._claim(spec, policy, current, current, cap=True)  # hand-set: counted, not capped
         budget_limit = None

@@ -2,8 +2,14 @@
 
 One ApiClient for the process, so every call reuses a kept-alive connection (a client per call opened
 a TLS connection per request: at 100 pools that capped the operator near 24 requests/s), and its own
-thread pool, sized like that connection pool, so Kubernetes calls neither queue behind nor starve
+threads, as many as that connection pool holds, so Kubernetes calls neither queue behind nor starve
 other users of asyncio's default executor.
+
+The threads take calls by priority, then in order: what a scale decision waits for (the Secret read
+before the stats, the spec.replicas patch) goes before the status patches and Deployment applies that
+follow decisions. When 100 pools decide at once the API server answers ~300 writes; in arrival order,
+a pool's spec.replicas patch waited behind earlier pools' status and Deployment writes (bench/RESULTS.md,
+"Operator at fleet scale": the threads were all waiting on the API server for the whole round).
 """
 
 from __future__ import annotations
@@ -11,10 +17,12 @@ from __future__ import annotations
 import asyncio
 import base64
 import functools
+import itertools
 import json
+import queue
+import threading
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import kubernetes
 from kubernetes.client.rest import ApiException
@@ -23,10 +31,51 @@ from civic_operator import GROUP, PLURAL, VERSION
 
 FIELD_MANAGER = "civic-operator"
 THREADS = 16  # concurrent Kubernetes calls (and kept-alive connections)
+DECIDING, REPORTING = 0, 1  # call priorities: lower goes first
 
 T = TypeVar("T")
 _client: kubernetes.client.ApiClient | None = None
-_executor: ThreadPoolExecutor | None = None
+
+
+class PriorityExecutor:
+    """Threads that run queued calls lowest priority number first, and in order within a priority."""
+
+    def __init__(self, threads: int, name: str) -> None:
+        self._queue: queue.PriorityQueue[tuple[int, int, Callable[[], None]]] = queue.PriorityQueue()
+        self._order = itertools.count()
+        for i in range(threads):
+            threading.Thread(target=self._work, name=f"{name}_{i}", daemon=True).start()
+
+    def _work(self) -> None:
+        while True:
+            _, _, job = self._queue.get()
+            job()
+
+    def submit(self, priority: int, fn: Callable[[], T]) -> asyncio.Future[T]:
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[T] = loop.create_future()
+
+        def settle(result: T | None, error: BaseException | None) -> None:
+            if future.done():  # the caller was cancelled meanwhile
+                return
+            if error is not None:
+                future.set_exception(error)
+            else:
+                future.set_result(cast(T, result))
+
+        def job() -> None:
+            try:
+                result = fn()
+            except BaseException as exc:  # noqa: BLE001 - handed to the awaiting coroutine
+                loop.call_soon_threadsafe(settle, None, exc)
+            else:
+                loop.call_soon_threadsafe(settle, result, None)
+
+        self._queue.put((priority, next(self._order), job))
+        return future
+
+
+_executor: PriorityExecutor | None = None
 
 
 def _api_client() -> kubernetes.client.ApiClient:
@@ -42,11 +91,11 @@ def _api_client() -> kubernetes.client.ApiClient:
     return _client
 
 
-async def _call(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+async def _call(fn: Callable[..., T], *args: Any, priority: int = REPORTING, **kwargs: Any) -> T:
     global _executor
     if _executor is None:
-        _executor = ThreadPoolExecutor(max_workers=THREADS, thread_name_prefix="kube")
-    return await asyncio.get_running_loop().run_in_executor(_executor, functools.partial(fn, *args, **kwargs))
+        _executor = PriorityExecutor(THREADS, "kube")
+    return await _executor.submit(priority, functools.partial(fn, *args, **kwargs))
 
 
 def _apps() -> kubernetes.client.AppsV1Api:
@@ -74,12 +123,14 @@ def _secret_value(namespace: str, name: str, key: str) -> str:
 
 
 async def secret_value(namespace: str, name: str, key: str) -> str:
-    return await _call(_secret_value, namespace, name, key)
+    return await _call(_secret_value, namespace, name, key, priority=DECIDING)
 
 
 async def patch_pool(namespace: str, name: str, body: dict[str, Any]) -> dict[str, Any]:
     """Returns the pool as patched (its metadata.generation tells a later, staler body apart)."""
-    result: Any = await _call(_custom().patch_namespaced_custom_object, GROUP, VERSION, namespace, PLURAL, name, body)
+    result: Any = await _call(
+        _custom().patch_namespaced_custom_object, GROUP, VERSION, namespace, PLURAL, name, body, priority=DECIDING
+    )
     return result if isinstance(result, dict) else {}
 
 
@@ -171,4 +222,10 @@ def _peering_status(namespace: str | None, name: str) -> dict[str, Any]:
 async def peering_statuses(namespaces: list[str], name: str) -> list[dict[str, Any]]:
     """The status of the ClusterKopfPeering (no namespaces) or of each namespace's KopfPeering."""
     targets: list[str | None] = list(namespaces) or [None]
-    return [await _call(_peering_status, ns, name) for ns in targets]
+    return [await _call(_peering_status, ns, name, priority=DECIDING) for ns in targets]
+
+
+def watch_client() -> kubernetes.client.ApiClient:
+    """A client of its own for a long-lived watch: a watch holds its connection for minutes, which the
+    shared client's pool needs for the calls."""
+    return kubernetes.client.ApiClient(_api_client().configuration)

@@ -132,6 +132,7 @@ def main(argv: list[str] | None = None) -> int:
         identity=identity,  # type: ignore[arg-type]  # kopf's Identity: a NewType of str, not exported
         memo=kopf.Memo(
             peering=view,
+            namespaces=namespaces,  # the Deployment watch (deployments.py) watches the same ones
             budget_settings=ledger.settings_from(
                 args.connection_budget, args.connection_reserve, args.connection_budget_from_server
             ),

@@ -21,8 +21,8 @@ def job_view(job: Any) -> JobView:
     return JobView(name=job.metadata.name, created=created, finished=finished)
 
 
-# Both the spec-change handler and the autoscaler apply a pool; in Job mode two concurrent applies
-# would each count the same Jobs and create them twice, so applies of one pool are serialised.
+# Only a pool's autoscaler applies it, a round at a time; the lock keeps that so should another caller
+# appear: in Job mode two concurrent applies would each count the same Jobs and create them twice.
 _locks: dict[str, asyncio.Lock] = {}
 
 

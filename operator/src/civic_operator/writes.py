@@ -49,3 +49,21 @@ def should_write_status(
 ) -> bool:
     """`status` is the fingerprint of the patch without VOLATILE_STATUS."""
     return last is None or last.content != status or now - last.at >= refresh
+
+
+def spec_news(before: dict[str, Any] | None, after: dict[str, Any], ours: int | None) -> bool:
+    """Whether a watched pool body brings a spec change the autoscaler did not make itself.
+
+    metadata.generation moves on every spec change and only then (the CRD has a status subresource), so it
+    tells a spec edit from the status writes and annotation changes that make most watch events. `ours` is
+    the generation the autoscaler's own spec.replicas patch produced: the round that wrote it has already
+    applied it, and waking for it would only run a redundant round per decision. Without generations (a
+    body from a test or a partial event) the specs themselves are compared.
+    """
+    if before is None:
+        return True
+    old = (before.get("metadata") or {}).get("generation")
+    new = (after.get("metadata") or {}).get("generation")
+    if isinstance(old, int) and isinstance(new, int):
+        return new != old and new != ours
+    return before.get("spec") != after.get("spec")
