@@ -11,37 +11,22 @@ from __future__ import annotations
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
 from devenv.pg import free_port
-from devenv.toxiproxy import Proxy, Toxiproxy
+from devenv.toxiproxy import Proxy
 from tests.support.harness import RunnerProcess, insert, job, migrate, query, wait_for
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture(scope="module")
-def toxiproxy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Toxiproxy]:
-    with Toxiproxy(log_path=tmp_path_factory.mktemp("toxiproxy") / "toxiproxy.log") as tp:
-        yield tp
 
 
 @pytest.fixture
 def url(db_url: str) -> str:
     migrate(db_url)
     return db_url
-
-
-@pytest.fixture
-def proxy(toxiproxy: Toxiproxy, url: str, request: pytest.FixtureRequest) -> Iterator[Proxy]:
-    port = url.rsplit(":", 1)[1].split("/", 1)[0]
-    p = toxiproxy.proxy(f"pg_{request.node.name[:40]}", upstream=f"127.0.0.1:{port}")
-    yield p
-    toxiproxy.api("DELETE", f"/proxies/{p.name}")
 
 
 def runner(url: str, proxy: Proxy, log: Path, *args: str, http_port: int = 0) -> RunnerProcess:

@@ -24,7 +24,7 @@ from civic_runner.pipeline.watchdog import StatementTimeout
 from civic_runner.registry import Registry
 from psycopg_pool import PoolTimeout
 
-from devenv.toxiproxy import Proxy, Toxiproxy
+from devenv.toxiproxy import Proxy
 from tests.pipeline.conftest import SCHEMA, make_config, request_upload, upload_request
 from tests.support.harness import InProcessRunner, migrate, query, wait_for
 
@@ -36,24 +36,10 @@ POOL_TIMEOUT = 3.0
 GRACE = 1.0  # thread scheduling on a loaded 2-core machine
 
 
-@pytest.fixture(scope="module")
-def toxiproxy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Toxiproxy]:
-    with Toxiproxy(log_path=tmp_path_factory.mktemp("toxiproxy") / "toxiproxy.log") as tp:
-        yield tp
-
-
 @pytest.fixture
 def url(db_url: str) -> str:
     migrate(db_url, SCHEMA, civic=True)
     return db_url
-
-
-@pytest.fixture
-def proxy(toxiproxy: Toxiproxy, url: str, request: pytest.FixtureRequest) -> Iterator[Proxy]:
-    port = url.rsplit(":", 1)[1].split("/", 1)[0]
-    p = toxiproxy.proxy(f"pipedb_{request.node.name[:40]}", upstream=f"127.0.0.1:{port}")
-    yield p
-    toxiproxy.api("DELETE", f"/proxies/{p.name}")
 
 
 @pytest.fixture
