@@ -27,14 +27,13 @@ pytestmark = pytest.mark.unit
 )
 def test_admit(rate: float, times: list[float], expected: list[bool]) -> None:
     s = JobLogSampler(rate)
-    assert [s.admit(t) for t in times] == expected
+    assert [s.admit(t, "k", "q") for t in times] == expected
 
 
 def test_summary_counts_every_completion_and_starts_afresh() -> None:
     s = JobLogSampler(3.0)
     for i in range(10):
-        if not s.admit(0.0):
-            s.count_unlogged("thumbnail_generate" if i % 2 else "s3_presign", "q1" if i < 8 else "q2")
+        s.admit(0.0, "thumbnail_generate" if i % 2 else "s3_presign", "q1" if i < 8 else "q2")
     summary = s.take_summary(2.0)
     assert summary == {
         "jobs": 10,
@@ -46,7 +45,7 @@ def test_summary_counts_every_completion_and_starts_afresh() -> None:
         "per_second": 5.0,
     }
     assert s.take_summary(2.0) is None  # nothing since
-    assert s.admit(100.0)
+    assert s.admit(100.0, "k", "q")
     assert s.take_summary(1.0) is None  # every completion had its line: no summary
 
 

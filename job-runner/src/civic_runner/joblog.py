@@ -14,8 +14,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-EVERY_JOB = -1.0  # CIVIC_JOB_LOG_RATE below 0: a line for every completed job
-
 
 @dataclass
 class JobLogSampler:
@@ -26,11 +24,12 @@ class JobLogSampler:
     unlogged: dict[tuple[str, str], int] = field(default_factory=dict)
     logged: int = 0
 
-    def admit(self, now: float) -> bool:
+    def admit(self, now: float, kind: str, queue: str) -> bool:
         """May this completion, at monotonic time `now`, have a line of its own? If not, it is counted."""
         if self.rate < 0:
             return True
         if self.rate == 0:
+            self.count_unlogged(kind, queue)
             return False
         burst = max(self.rate, 1.0)  # under one line a second the bucket still holds one
         if self.last is None:
@@ -42,6 +41,7 @@ class JobLogSampler:
             self.tokens -= 1.0
             self.logged += 1
             return True
+        self.count_unlogged(kind, queue)
         return False
 
     def count_unlogged(self, kind: str, queue: str) -> None:

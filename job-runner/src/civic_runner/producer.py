@@ -104,7 +104,7 @@ class Producer:
         registry: Registry,
         completer: BatchCompleter,
         threads: concurrent.futures.Executor,
-        job_log: JobLogSampler | None = None,
+        job_log: JobLogSampler,
     ) -> None:
         self.queue = queue
         self.max_workers = max_workers
@@ -114,7 +114,7 @@ class Producer:
         self._registry = registry
         self._completer = completer
         self._threads = threads
-        self._job_log = job_log if job_log is not None else JobLogSampler(cfg.job_log_rate)
+        self._job_log = job_log  # the process's: its rate is per process, whatever the queues
         self._wake = asyncio.Event()
         self._stopping = False
         self.paused = False
@@ -358,11 +358,9 @@ class Producer:
         km.duration.observe(elapsed)
         self._completer.submit(completion, km.written)
         if outcome.ending is Ending.COMPLETED:
-            if log.isEnabledFor(logging.INFO):
-                if self._job_log.admit(time.monotonic()):
-                    log.info("job completed", extra=self._log_fields(job, completion.state.value, elapsed))
-                else:
-                    self._job_log.count_unlogged(job.kind, self.queue)
+            # At WARNING nothing is counted either: no summary line would be written.
+            if log.isEnabledFor(logging.INFO) and self._job_log.admit(time.monotonic(), job.kind, self.queue):
+                log.info("job completed", extra=self._log_fields(job, completion.state.value, elapsed))
         elif outcome.ending in (Ending.SNOOZE, Ending.INTERRUPT):
             log.info(f"job {outcome.ending.value}", extra=self._log_fields(job, completion.state.value, elapsed))
         else:

@@ -170,16 +170,6 @@ async def apply_deployment(manifest: dict[str, Any]) -> dict[str, Any]:
     return {"replicas": int(status.get("replicas") or 0), "readyReplicas": int(status.get("readyReplicas") or 0)}
 
 
-async def deployment_status(namespace: str, name: str) -> dict[str, int] | None:
-    try:
-        d = await _call(_apps().read_namespaced_deployment_status, name, namespace)
-    except ApiException as e:
-        if e.status == 404:
-            return None
-        raise
-    return {"replicas": d.status.replicas or 0, "readyReplicas": d.status.ready_replicas or 0}
-
-
 async def list_jobs(namespace: str, selector: str) -> list[Any]:
     result = await _call(_batch().list_namespaced_job, namespace, label_selector=selector)
     return list(result.items)
