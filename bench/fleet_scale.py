@@ -15,8 +15,10 @@ subprocess and idle threads included, so the busy ones are to be read by their f
 
 Pools scale in one step (scaleUp.pods = maxReplicas over a 1 s period, no scale-down window, cooldown 0) so
 the latency is the operator's and not the policy's rate limits (a pool held at 18 by the step limit would then
-stay there for a target of 19: within the 10 % tolerance). A dedicated cluster `civic-fleet` (4 fake nodes, audit log
-on) is created on first use and kept (`--delete-cluster` deletes it); the namespace `fleet` is recreated per N.
+stay there for a target of 19: within the 10 % tolerance). A dedicated cluster `civic-fleet` (4 fake nodes with room
+for 1,000 pods each, audit log on) is created on first use and kept (`--delete-cluster` deletes it); the namespace
+`fleet` is recreated per N. Each round starts when every Deployment runs what it asks (`--back-to-back`: 2 s after
+the previous round's last decision, with its pods still being created and deleted).
 """
 
 from __future__ import annotations
@@ -50,6 +52,7 @@ NAMESPACE = "fleet"
 CLUSTER = "civic-fleet"
 AUDIT_POLICY = ROOT / "bench" / "fleet" / "audit-policy.yaml"
 TARGET_PER_REPLICA = 10
+NODE_PODS = 1000  # per fake node
 GROUP, VERSION, PLURAL = "workers.civic-os.org", "v1alpha1", "civicworkerpools"
 
 
@@ -64,6 +67,15 @@ class FleetCluster(LocalCluster):
 
     def up(self, test_image: bool = False) -> None:
         self.cp.up()
+        # kwok's node template allows 110 pods a node: 440 on 4 nodes, fewer than a 100-pool round asks for
+        # (~1,000). The rest would stay Pending and the scheduler retry them all the time, a load a real
+        # cluster sized for its fleet does not have. Room for 200 pools at 20 replicas each:
+        pods = {"pods": str(NODE_PODS)}
+        for name in self.cp.kubectl("get", "nodes", "-l", "type=kwok", "-o", "name").split():
+            self.cp.kubectl(
+                "patch", name, "--subresource=status", "--type=merge",
+                "-p", json.dumps({"status": {"capacity": pods, "allocatable": pods}}),
+            )  # fmt: skip
 
     @property
     def audit_log(self) -> Path:
@@ -206,6 +218,57 @@ def audit_requests(path: Path, start: float, end: float) -> dict[str, int]:
     return counts
 
 
+def spec_patch_timing(path: Path, start: float, end: float) -> dict[str, float | None]:
+    """The operator's spec.replicas patches received in [start, end): when each reached the API server after the
+    round's commit, and how long the server took with it (p50/p99, seconds). It splits a decision's latency
+    into the operator's side (its wake-up, stats query and decision, its client's queue) and the server's."""
+    received, served = [], []
+    with path.open() as f:
+        for line in f:
+            event = json.loads(line)
+            ref = event.get("objectRef") or {}
+            if event.get("stage") != "ResponseComplete" or event.get("verb") != "patch":
+                continue
+            if ref.get("resource") != PLURAL or ref.get("subresource"):
+                continue
+            at = _timestamp(event["requestReceivedTimestamp"])
+            if start <= at < end:
+                received.append(at - start)
+                served.append(_timestamp(event["stageTimestamp"]) - at)
+
+    def pct(values: list[float], q: float) -> float | None:
+        return round(percentile(values, q), 3) if values else None
+
+    return {
+        "patches": len(received),
+        "received_p50_s": pct(received, 0.5),
+        "received_p99_s": pct(received, 0.99),
+        "server_p50_s": pct(served, 0.5),
+        "server_p99_s": pct(served, 0.99),
+    }
+
+
+def settle(cluster: FleetCluster, timeout: float = 300) -> float:
+    """Wait until every Deployment in the namespace runs what its spec asks (kwok has started or removed the
+    previous round's pods), so a round starts on a steady cluster as a burst does in production; returns the
+    seconds waited."""
+    t0 = time.time()
+    while time.time() - t0 < timeout:
+        out = cluster.kubectl("get", "deployments", "-n", NAMESPACE, "-o", "json")
+        items = json.loads(out).get("items", [])
+        if all(
+            (d.get("status") or {}).get("observedGeneration") == d["metadata"].get("generation")
+            and all(
+                int((d.get("status") or {}).get(k) or 0) == int(d["spec"].get("replicas") or 0)
+                for k in ("replicas", "updatedReplicas", "readyReplicas")
+            )
+            for d in items
+        ):
+            return time.time() - t0
+        time.sleep(0.5)
+    raise RuntimeError(f"deployments in {NAMESPACE} not settled after {timeout} s")
+
+
 def _timestamp(text: str) -> float:
     from datetime import datetime
 
@@ -300,6 +363,7 @@ def run_fleet(cluster: FleetCluster, url: str, pools: int, args: argparse.Namesp
         profiler = start_profiler(operator.pid, work / f"profile-{pools}.txt") if args.profile else None
         for round_no in range(1, args.rounds + 1):
             targets = next_targets(rng, targets, args.max_replicas)
+            settled_s = settle(cluster) if args.settle else None
             cpu0, tx0 = meter.cpu_seconds(), transactions(url)
             t0 = set_depths(url, targets)
             latencies: dict[str, float] = {}
@@ -313,6 +377,7 @@ def run_fleet(cluster: FleetCluster, url: str, pools: int, args: argparse.Namesp
             t1 = time.time()
             time.sleep(2)  # the audit log is written asynchronously
             requests = audit_requests(cluster.audit_log, t0, t1)
+            timing = spec_patch_timing(cluster.audit_log, t0, t1)
             values = list(latencies.values())
             entry = {
                 "round": round_no,
@@ -325,13 +390,17 @@ def run_fleet(cluster: FleetCluster, url: str, pools: int, args: argparse.Namesp
                 "requests_by_verb": requests,
                 "cpu_s": round(meter.cpu_seconds() - cpu0, 2),
                 "db_transactions": transactions(url) - tx0,
+                "settled_before_s": round(settled_s, 1) if settled_s is not None else None,
+                "spec_patches": timing,
             }
             result["rounds"].append(entry)
             log(
                 f"  {pools} pools, round {round_no}: {entry['decided']}/{pools} decided, min {entry['min_s']} s, "
                 f"p50 {entry['p50_s']} s, "
                 f"p99 {entry['p99_s']} s, max {entry['max_s']} s; {entry['requests']} API requests, "
-                f"{entry['cpu_s']} CPU s"
+                f"{entry['cpu_s']} CPU s; spec patches reached the server p50/p99 {timing['received_p50_s']}/"
+                f"{timing['received_p99_s']} s after the commit, served in {timing['server_p50_s']}/"
+                f"{timing['server_p99_s']} s" + (f"; settled {settled_s:.1f} s before" if settled_s is not None else "")
             )
             if len(values) < pools:
                 missing = {
@@ -395,6 +464,13 @@ def main() -> None:
     parser.add_argument("--max-replicas", type=int, default=20)
     parser.add_argument("--idle-seconds", type=float, default=30)
     parser.add_argument("--profile", action="store_true", help="py-spy the operator during the rounds")
+    parser.add_argument(
+        "--back-to-back",
+        dest="settle",
+        action="store_false",
+        help="start each round 2 s after the last decision of the previous one, while its pods are still being "
+        "created and deleted (default: wait until every Deployment runs what it asks)",
+    )
     parser.add_argument(
         "--delete-cluster", action="store_true", help=f"delete the {CLUSTER} cluster (the built binaries stay) and exit"
     )

@@ -252,6 +252,7 @@ OPERATOR_NEEDS = [
     ("apps", "deployments", "patch"),
     ("apps", "deployments", "delete"),
     ("apps", "deployments/status", "get"),
+    ("apps", "deployments/scale", "patch"),
     ("batch", "jobs", "list"),
     ("batch", "jobs", "create"),
     ("batch", "jobs", "delete"),

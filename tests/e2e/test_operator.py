@@ -418,6 +418,8 @@ def test_operator_rights_are_sufficient_and_minimal(
             ("create", "events"),
         ):
             assert can(verb, resource, "-n", namespace), f"operator cannot {verb} {resource} in its namespace"
+        assert can("patch", "deployments", "--subresource=scale", "-n", namespace), "operator cannot scale"
+        assert not can("patch", "deployments", "--subresource=scale", "-n", other)
         assert not can("list", "nodes")
     finally:
         cluster.kubectl("delete", "namespace", other, "--wait=false", check=False)

@@ -64,10 +64,14 @@ def replicas_patched(monkeypatch: pytest.MonkeyPatch) -> list[int]:
         await asyncio.sleep(0.01)  # a round takes time; the NOTIFY lands inside it
         return {"replicas": int(spec.get("replicas") or 0), "readyReplicas": 0}
 
+    async def scale_deployment(namespace: str, name: str, replicas: int) -> int:
+        return replicas
+
     monkeypatch.setattr(autoscaler.kube, "secret_value", secret_value)
     monkeypatch.setattr(autoscaler.kube, "patch_pool", patch_pool)
     monkeypatch.setattr(autoscaler.kube, "patch_pool_status", patch_pool_status)
     monkeypatch.setattr(autoscaler, "reconcile", reconcile)
+    monkeypatch.setattr(autoscaler.kube, "scale_deployment", scale_deployment)
     monkeypatch.setattr(kopf, "info", lambda *a, **k: None)
     return patched
 
@@ -191,10 +195,14 @@ def test_two_pools_on_one_database_stay_within_the_connection_budget(monkeypatch
     async def reconcile(ref: PoolRef, spec: dict[str, Any]) -> dict[str, int]:
         return {"replicas": int(spec.get("replicas") or 0), "readyReplicas": 0}
 
+    async def scale_deployment(namespace: str, name: str, replicas: int) -> int:
+        return replicas
+
     monkeypatch.setattr(autoscaler.kube, "secret_value", secret_value)
     monkeypatch.setattr(autoscaler.kube, "patch_pool", patch_pool)
     monkeypatch.setattr(autoscaler.kube, "patch_pool_status", patch_pool_status)
     monkeypatch.setattr(autoscaler, "reconcile", reconcile)
+    monkeypatch.setattr(autoscaler.kube, "scale_deployment", scale_deployment)
     monkeypatch.setattr(kopf, "info", lambda *a, **k: None)
     monkeypatch.setattr(kopf, "warn", lambda body, reason, message: warnings.append(f"{reason}: {message}"))
 

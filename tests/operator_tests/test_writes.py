@@ -34,6 +34,45 @@ def test_should_apply(
     assert writes.should_apply(mode=mode, manifest=manifest, last=last, observed=observed, now=now) is expected
 
 
+@pytest.mark.parametrize(
+    ("mode", "template", "replicas", "last", "last_replicas", "observed", "now", "expected"),
+    [
+        ("Deployment", "a", 3, None, None, True, 0.0, "apply"),  # never applied: create it
+        ("Deployment", "a", 3, Written("a", 0.0), 3, False, 1.0, "apply"),  # what runs is unknown
+        ("Deployment", "a", 3, Written("a", 0.0), 3, True, 1.0, None),  # nothing changed
+        ("Deployment", "a", 5, Written("a", 0.0), 3, True, 1.0, "scale"),  # a scale decision: one number
+        ("Deployment", "a", 0, Written("a", 0.0), 3, True, 1.0, "scale"),  # to zero too
+        ("Deployment", "b", 5, Written("a", 0.0), 3, True, 1.0, "apply"),  # the template changed as well
+        ("Deployment", "b", 3, Written("a", 0.0), 3, True, 1.0, "apply"),  # only the template changed
+        ("Deployment", "a", 5, Written("a", 0.0), 3, True, 60.0, "apply"),  # resync due: the whole manifest
+        ("Deployment", "a", 5, Written("a", 0.0), None, True, 1.0, "apply"),
+        ("Job", "", 5, Written("", 0.0), 3, True, 1.0, "apply"),  # Job mode reconciles its Jobs every round
+    ],
+)
+def test_deployment_write(
+    mode: str,
+    template: str,
+    replicas: int,
+    last: Written | None,
+    last_replicas: int | None,
+    observed: bool,
+    now: float,
+    expected: str | None,
+) -> None:
+    assert (
+        writes.deployment_write(
+            mode=mode,
+            template=template,
+            replicas=replicas,
+            last=last,
+            last_replicas=last_replicas,
+            observed=observed,
+            now=now,
+        )
+        == expected
+    )
+
+
 def _pool(generation: int | None, replicas: int = 1) -> dict[str, Any]:
     meta = {} if generation is None else {"generation": generation}
     return {"metadata": meta, "spec": {"replicas": replicas}}
@@ -103,7 +142,7 @@ def test_idle_rounds_write_nothing_and_a_change_writes_once(monkeypatch: pytest.
         return "postgresql://example/db"
 
     async def patch_pool(namespace: str, name: str, patch: dict[str, Any]) -> None:
-        calls.append(f"scale {patch['spec']['replicas']}")
+        calls.append(f"pool {patch['spec']['replicas']}")
         body["spec"]["replicas"] = patch["spec"]["replicas"]  # as the pool's next watch event brings it
 
     async def patch_pool_status(namespace: str, name: str, status: dict[str, Any]) -> None:
@@ -113,10 +152,17 @@ def test_idle_rounds_write_nothing_and_a_change_writes_once(monkeypatch: pytest.
         calls.append(f"apply {spec.get('replicas')}")
         return {"replicas": int(spec.get("replicas") or 0), "readyReplicas": 0}
 
+    deployment_exists = True
+
+    async def scale_deployment(namespace: str, name: str, replicas: int) -> int | None:
+        calls.append(f"deployment scale {replicas}")
+        return replicas if deployment_exists else None
+
     monkeypatch.setattr(autoscaler.kube, "secret_value", secret_value)
     monkeypatch.setattr(autoscaler.kube, "patch_pool", patch_pool)
     monkeypatch.setattr(autoscaler.kube, "patch_pool_status", patch_pool_status)
     monkeypatch.setattr(autoscaler, "reconcile", reconcile)
+    monkeypatch.setattr(autoscaler.kube, "scale_deployment", scale_deployment)
     monkeypatch.setattr(kopf, "info", lambda *a, **k: None)
     monkeypatch.setattr(kopf, "warn", lambda *a, **k: None)
     body = {
@@ -141,7 +187,7 @@ def test_idle_rounds_write_nothing_and_a_change_writes_once(monkeypatch: pytest.
     calls.clear()
     stats.available = 60
     asyncio.run(rounds(3))
-    assert calls == ["scale 6", "apply 6", "status 60"]
+    assert calls == ["pool 6", "deployment scale 6", "status 60"], "a scale decision patches only the replicas"
     calls.clear()
     scaler.body = body
     scaler.observe_deployment(spec_replicas=2, replicas=2, ready=2)  # someone scaled the Deployment by hand
@@ -160,6 +206,11 @@ def test_idle_rounds_write_nothing_and_a_change_writes_once(monkeypatch: pytest.
 
     asyncio.run(pods_become_ready())
     assert calls == ["status 60"], "readiness from the watch reaches the status once, without an apply"
+    calls.clear()
+    deployment_exists = False  # deleted between its last watch event and the next decision
+    stats.available = 70
+    asyncio.run(rounds(1))
+    assert calls == ["pool 7", "deployment scale 7", "apply 7", "status 70"], "a missing Deployment is created again"
 
 
 def test_watch_event_handlers_succeeding_are_not_logged_their_failures_are() -> None:

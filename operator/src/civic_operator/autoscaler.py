@@ -215,15 +215,31 @@ class PoolAutoscaler:
     async def _reconcile(self, spec: dict[str, Any]) -> dict[str, int]:
         mode = str(spec.get("mode", "Deployment"))
         # The Deployment is a pure function of the spec (manifests.deployment): the spec stands for it.
-        manifest = writes.fingerprint(spec) if mode != "Job" else ""
+        template = writes.fingerprint(spec, ignore=frozenset({"replicas"})) if mode != "Job" else ""
+        replicas = int(spec.get("replicas") or 0)
         now = time.monotonic()
-        if self.observed is not None and not writes.should_apply(
-            mode=mode, manifest=manifest, last=self._applied, observed=True, now=now
-        ):
+        write = writes.deployment_write(
+            mode=mode,
+            template=template,
+            replicas=replicas,
+            last=self._applied,
+            last_replicas=self._applied_replicas,
+            observed=self.observed is not None,
+            now=now,
+        )
+        if write is None and self.observed is not None:
             return dict(self.observed)
+        if write == "scale" and self.observed is not None:
+            name = manifests.object_name(self.ref.name)
+            pods = await kube.scale_deployment(self.ref.namespace, name, replicas)
+            if pods is not None:  # else deleted meanwhile: the apply below creates it again
+                self._applied_replicas = replicas
+                # Ready pods are the watch's to report (observe_deployment).
+                self.observed = {"replicas": pods, "readyReplicas": self.observed.get("readyReplicas", 0)}
+                return dict(self.observed)
         running = await reconcile(self.ref, spec)
-        self._applied = writes.Written(manifest, now)
-        self._applied_replicas = int(spec.get("replicas") or 0)
+        self._applied = writes.Written(template, now)
+        self._applied_replicas = replicas
         self.observed = dict(running) if mode != "Job" else None
         return running
 

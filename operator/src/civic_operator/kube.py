@@ -170,6 +170,31 @@ async def apply_deployment(manifest: dict[str, Any]) -> dict[str, Any]:
     return {"replicas": int(status.get("replicas") or 0), "readyReplicas": int(status.get("readyReplicas") or 0)}
 
 
+def _scale_deployment(namespace: str, name: str, replicas: int) -> int | None:
+    try:
+        response = _api_client().call_api(
+            f"/apis/apps/v1/namespaces/{namespace}/deployments/{name}/scale",
+            "PATCH",
+            query_params=[("fieldManager", FIELD_MANAGER)],
+            header_params={"Content-Type": "application/merge-patch+json", "Accept": "application/json"},
+            body={"spec": {"replicas": replicas}},
+            auth_settings=["BearerToken"],
+            _return_http_data_only=True,
+            _preload_content=False,
+        )
+    except ApiException as e:
+        if e.status == 404:
+            return None
+        raise
+    return int((json.loads(response.data).get("status") or {}).get("replicas") or 0)
+
+
+async def scale_deployment(namespace: str, name: str, replicas: int) -> int | None:
+    """spec.replicas through the Deployment's scale subresource; returns the pods it has now (None: there is
+    no such Deployment)."""
+    return await _call(_scale_deployment, namespace, name, replicas)
+
+
 async def list_jobs(namespace: str, selector: str) -> list[Any]:
     result = await _call(_batch().list_namespaced_job, namespace, label_selector=selector)
     return list(result.items)

@@ -44,6 +44,32 @@ def should_apply(
     return last.content != manifest or now - last.at >= resync
 
 
+def deployment_write(
+    *,
+    mode: str,
+    template: str,
+    replicas: int,
+    last: Written | None,
+    last_replicas: int | None,
+    observed: bool,
+    now: float,
+    resync: float = RESYNC_SECONDS,
+) -> str | None:
+    """How a round brings the Deployment to the pool: "apply" (the whole manifest, server-side apply),
+    "scale" (only spec.replicas moved: a merge patch of the Deployment's scale subresource) or None.
+
+    `template` is the fingerprint of everything the manifest is made of but the replicas. A scale decision
+    is the write a burst makes by the hundred, and a server-side apply of the whole Deployment costs the
+    API server a decode, a field-ownership merge and a diff of the pod template each time; the subresource
+    carries one number. Anything else, or the once-per-resync apply, goes through apply.
+    """
+    if should_apply(mode=mode, manifest=template, last=last, observed=observed, now=now, resync=resync):
+        return "apply"
+    if last_replicas is None:
+        return "apply"
+    return "scale" if replicas != last_replicas else None
+
+
 def should_write_status(
     *, status: str, last: Written | None, now: float, refresh: float = STATUS_REFRESH_SECONDS
 ) -> bool:
