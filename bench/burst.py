@@ -45,7 +45,7 @@ class System:
 
 
 class Monitor:
-    """The bench's own connection to the round's database (reads only)."""
+    """The bench's own connection to the round's database (reads, and the CHECKPOINT before a round)."""
 
     def __init__(self, url: str) -> None:
         self.conn = psycopg.connect(url, autocommit=True)
@@ -158,6 +158,11 @@ def insert_burst(url: str, n: int) -> datetime:
         return row[0]  # type: ignore[no-any-return]
 
 
+def checkpoints(mon: Monitor) -> int:
+    """Checkpoints the server has started, timed or requested (PostgreSQL 15-16: pg_stat_bgwriter)."""
+    return int(mon.one("SELECT checkpoints_timed + checkpoints_req FROM pg_stat_bgwriter"))
+
+
 def next_xid(mon: Monitor) -> int:
     """The next transaction id the server will assign (reading it assigns none). Only transactions
     that write get one, so the difference over a window counts the systems' writing round trips
@@ -219,6 +224,11 @@ def run_round(
     try:
         wait_started(mon, system, procs, logs)
         time.sleep(settle)  # every process past its first claim attempt and LISTENing
+        # Every round starts from a checkpoint. A round writes ~200 MB of WAL: without this, whichever round
+        # crossed max_wal_size paid for a checkpoint the earlier ones had made due, and the full-page images
+        # after it (one system's round 20-30 % slower than its neighbours, whatever the system).
+        mon.conn.execute("CHECKPOINT")
+        checkpoints0 = checkpoints(mon)
         committed = insert_burst(url, n)
         meter = cpu.Meter([p.pid for p in procs], db_pid)
         xid0 = next_xid(mon)
@@ -226,6 +236,7 @@ def run_round(
         wait_drained(mon, system.name, procs, n, logs, timeout)
         window = meter.stop()
         writes = next_xid(mon) - xid0
+        during = checkpoints(mon) - checkpoints0
         wall = time.monotonic() - t0
     finally:
         stop(procs)
@@ -244,6 +255,7 @@ def run_round(
         "machine_busy_cores": window.machine_busy / wall,
         "others_busy_cores": max(window.machine_busy - window.system - window.database, 0.0) / wall,
         "writes_per_1k": writes / n * 1000,
+        "checkpoints": during,  # started during the round (0 expected)
         "log_bytes_per_job": log_bytes / n,
         "loadavg": os.getloadavg()[0],
         **({"logs": str(logs)} if keep_logs else {}),

@@ -33,6 +33,7 @@ import subprocess
 import sys
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +41,7 @@ import kubernetes
 import psycopg
 import requests
 import yaml
+from civic_operator import kube
 from prometheus_client.parser import text_string_to_metric_families
 
 from bench.common import ROOT, fresh_db, log, machine, start_postgres
@@ -434,14 +436,47 @@ def run_fleet(cluster: FleetCluster, url: str, pools: int, args: argparse.Namesp
     finally:
         processes.stop(operator, grace=30)
         watch.stop()
+    result["api_floor"] = api_floor(cluster, pools)
+    log(f"  {pools} pools: the API server alone, {pools} patches from {kube_threads()} threads: {result['api_floor']}")
     return result
+
+
+def kube_threads() -> int:
+    return kube.THREADS
+
+
+def api_floor(cluster: FleetCluster, pools: int, repeat: int = 5) -> dict[str, Any]:
+    """The floor under a round's decisions on this machine: the same number of pool patches sent at once by a
+    bare client with the operator's concurrency (its thread count) and nothing else asking, with the
+    operator stopped and the fleet's pods in place. An annotation changes per patch, so each is a real
+    write through the pool's validation, storage and watchers, as a spec.replicas patch is."""
+    client = kubernetes.config.new_client_from_config(str(cluster.kubeconfig))
+    client.configuration.connection_pool_maxsize = kube_threads()
+    api = kubernetes.client.CustomObjectsApi(client)
+    seconds = []
+    for r in range(repeat):
+
+        def patch(i: int, r: int = r) -> None:
+            body = {"metadata": {"annotations": {"bench.civic-os.org/floor": str(r)}}}
+            api.patch_namespaced_custom_object(GROUP, VERSION, NAMESPACE, PLURAL, f"pool-{i:03d}", body)
+
+        t0 = time.time()
+        with ThreadPoolExecutor(kube_threads()) as pool:
+            list(pool.map(patch, range(pools)))
+        seconds.append(time.time() - t0)
+        time.sleep(1)
+    return {
+        "patches": pools,
+        "seconds_median": round(statistics.median(seconds), 3),
+        "seconds": [round(x, 3) for x in seconds],
+    }
 
 
 def summary(results: list[dict[str, Any]]) -> str:
     lines = [
         "| pools | all evaluated after | decision p50 / p99 / max (median of rounds) | API req per decision | "
-        "idle API req/s (per pool) | idle CPU % | idle DB tx/s | RSS / peak MB |",
-        "|---|---|---|---|---|---|---|---|",
+        "idle API req/s (per pool) | idle CPU % | idle DB tx/s | RSS / peak MB | API floor (bare client) |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in results:
         rounds = r["rounds"]
@@ -452,7 +487,8 @@ def summary(results: list[dict[str, Any]]) -> str:
             f"| {r['pools']} | {r['all_evaluated_s']} s"
             f" | {med['p50_s']:.3f} / {med['p99_s']:.3f} / {med['max_s']:.3f} s"
             f" | {per_decision:.1f} | {idle['api_requests_per_s']} ({idle['api_requests_per_s'] / r['pools']:.2f})"
-            f" | {idle['cpu_percent']} | {idle['db_transactions_per_s']} | {r['rss_mb']} / {r['peak_rss_mb']} |"
+            f" | {idle['cpu_percent']} | {idle['db_transactions_per_s']} | {r['rss_mb']} / {r['peak_rss_mb']}"
+            f" | {r['api_floor']['seconds_median']} s |"
         )
     return "\n".join(lines)
 

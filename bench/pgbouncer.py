@@ -16,8 +16,8 @@ from pathlib import Path
 
 import psycopg
 
+from bench import burst, cpu
 from bench.common import ROOT, fresh_db, log, machine, runner_env, start_postgres
-from bench.throughput import bench_ours
 from devenv.pgbouncer import PgBouncer, version
 
 
@@ -88,13 +88,15 @@ def main() -> None:
     bouncer = PgBouncer(server.port, pool_mode="transaction", pool_size=20)
     bouncer.start()
     result: dict[str, object] = {"machine": machine(), "pgbouncer": version(), "jobs": args.jobs}
+    ours = burst.ours(args.procs, args.concurrency, None)  # a burst round as bench.throughput runs it
+    db_pid = cpu.postmaster_pid(server.data)
     try:
         rates: dict[str, list[float]] = {"direct": [], "pgbouncer": []}
         for i in range(args.repeat):  # alternated: the machine's load changes over minutes
             for name in ("direct", "pgbouncer") if i % 2 == 0 else ("pgbouncer", "direct"):
                 direct = fresh_db(server, f"tp_{name}_{i}")
                 url = direct if name == "direct" else pooled(bouncer, direct)
-                rate = bench_ours(url, args.jobs, args.procs, args.concurrency)
+                rate = burst.run_round(ours, url, args.jobs, db_pid, settle=1.0)["jobs_per_s"]
                 log(f"throughput {name}: {rate:.0f} jobs/s")
                 rates[name].append(rate)
         for name, xs in rates.items():
