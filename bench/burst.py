@@ -26,6 +26,7 @@ import psycopg
 
 from bench import cpu
 from bench.common import ROOT, log
+from bench.placement import PLACEMENT
 
 QUEUE = "default"
 DRAIN_CHECK = 0.05  # seconds between the bench's looks for a drained queue (an index-served EXISTS)
@@ -92,7 +93,9 @@ def ours(procs: int, concurrency: int, log_level: str | None) -> System:
             # Logs go to a file, as a container runtime writes them for `kubectl logs`.
             with open(logs / f"ours-{i}.log", "wb") as f:
                 cmd = [sys.executable, "-m", "civic_runner.cli", "run"]
-                out.append(subprocess.Popen(cmd, env=env, stdout=f, stderr=subprocess.STDOUT))
+                out.append(
+                    subprocess.Popen(cmd, env=env, stdout=f, stderr=subprocess.STDOUT, preexec_fn=PLACEMENT.preexec())
+                )
             system.metrics_ports[out[-1].pid] = port
         return out
 
@@ -116,7 +119,7 @@ def river_go(workers: int, fetch_cooldown: str, pool: int) -> System:
         cmd = [binary, "--database-url", url, "--schema", "metadata", "--queue", QUEUE, "--workers", str(workers)]
         cmd += ["--fetch-cooldown", fetch_cooldown, "--pool", str(pool)]
         with open(logs / "river-go.log", "wb") as f:
-            return [subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT)]
+            return [subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, preexec_fn=PLACEMENT.preexec())]
 
     def ready(logs: Path) -> bool:
         return "ready" in (logs / "river-go.log").read_text(errors="replace").split()

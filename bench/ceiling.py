@@ -37,6 +37,7 @@ from civic_runner.driver import MAX_ATTEMPTED_BY, Driver
 
 from bench import cpu
 from bench.common import ROOT, fresh_db, insert_noop, log, machine, start_postgres
+from bench.placement import PLACEMENT
 
 DRIVER = Driver("metadata")
 
@@ -123,6 +124,7 @@ def run(url: str, db_pid: int, variant: str, n: int, batch: int, clients: int) -
             f.name,
             url,
         ],
+        preexec_fn=PLACEMENT.preexec(),
         capture_output=True,
         text=True,
     )
@@ -158,13 +160,18 @@ def main() -> None:
     ap.add_argument("--variants", default="shipped,locked")
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "out" / "ceiling.json")
+    ap.add_argument("--split-cores", action="store_true", help="PostgreSQL on a core of its own (bench/placement.py)")
     args = ap.parse_args()
+    if args.split_cores:
+        PLACEMENT.split_cores()
     variants = args.variants.split(",")
     unknown = set(variants) - set(VARIANTS)
     if unknown:
         raise SystemExit(f"unknown variants {sorted(unknown)} (known: {', '.join(VARIANTS)})")
     server = start_postgres()
     db_pid = cpu.postmaster_pid(server.data)
+    PLACEMENT.pin_database(db_pid)
+    log(f"placement: {PLACEMENT.describe()}")
     results: dict[str, list[dict[str, Any]]] = {}
     try:
         for r in range(args.rounds):

@@ -7,10 +7,12 @@
 `ours` and `river-go` (bench/river_peer: River's Go client) run burst rounds (bench/burst.py):
 started idle on a fresh database, handed N jobs in one insert with River's insert notification,
 timed from river_job (first attempted_at -> last finalized_at), with the CPU their processes and
-the PostgreSQL server used. Rounds interleave the systems (ours, river-go, ..., ours, river-go, ...)
-so that drift in the machine's load hits all alike; the report has the median, min and max, the
-ratio ours / river-go of each round and their median. Our runner runs at its shipped defaults (log
-level included) unless --log-level says otherwise.
+the PostgreSQL server used, each round from a checkpoint. After one unmeasured warm-up round per
+system (--warmup jobs), rounds interleave the systems, every other round in reverse order (ours,
+river-go, river-cli, river-cli, river-go, ours, ...), so that drift in the machine's load hits all
+alike; the report has the median, min and max, the ratio ours / river-go of each round and their
+median. Our runner runs at its shipped defaults (log level included) unless --log-level says
+otherwise. --split-cores puts PostgreSQL on a core of its own (bench/placement.py).
 
 Kept for continuity, each timed its own way: `river-cli` (River v0.47's `river bench` CLI, its own
 "overall job/sec", jobs inserted beforehand), `pgqueuer` and `sql` (our claim and completion
@@ -32,6 +34,7 @@ from typing import Any
 
 from bench import burst, ceiling, cpu
 from bench.common import ROOT, fresh_db, log, machine, start_postgres
+from bench.placement import PLACEMENT
 
 BURST = ("ours", "river-go")
 ALIASES = {"river": "river-cli"}  # the name of `river bench`'s row before River's Go client joined
@@ -45,6 +48,7 @@ def bench_river(url: str, n: int) -> float:
         capture_output=True,
         text=True,
         env={**os.environ, "RIVER_CLI": river},
+        preexec_fn=PLACEMENT.preexec(),
     )
     text = out.stdout + out.stderr
     log("  river: " + " | ".join(text.strip().splitlines()[-3:]))
@@ -170,7 +174,13 @@ def main() -> None:
     ap.add_argument("--river-fetch-cooldown", default="2ms", help="River's FetchCooldown (River's default: 100ms)")
     ap.add_argument("--river-pool", type=int, default=20, help="River's pgxpool MaxConns")
     ap.add_argument("--settle", type=float, default=1.0, help="seconds between a system's start and the insert")
+    ap.add_argument("--warmup", type=int, default=20_000, help="jobs of one unmeasured round per system (0: none)")
     ap.add_argument("--keep-logs", action="store_true", help="keep the systems' log files (path in the JSON)")
+    ap.add_argument(
+        "--split-cores",
+        action="store_true",
+        help="PostgreSQL on a core of its own, the systems (and pgbench) on the others (bench/placement.py)",
+    )
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "out" / "throughput.json")
     args = ap.parse_args()
     names = [ALIASES.get(n, n) for n in args.only.split(",") if n]
@@ -179,12 +189,24 @@ def main() -> None:
         systems["ours"] = burst.ours(args.procs, args.concurrency, args.log_level)
     if "river-go" in names:
         systems["river-go"] = burst.river_go(args.river_workers, args.river_fetch_cooldown, args.river_pool)
+    if args.split_cores:
+        PLACEMENT.split_cores()
     server = start_postgres()
     db_pid = cpu.postmaster_pid(server.data)
+    PLACEMENT.pin_database(db_pid)
+    log(f"placement: {PLACEMENT.describe()}")
     runs: dict[str, list[dict[str, Any]]] = {}
     try:
+        # An unmeasured round of each system first: the first burst after the server starts runs on cold
+        # caches (catalog, shared buffers, the page cache of the template), and in the rounds below ours
+        # would otherwise always be the one to pay for it (its first round: +30 % database CPU per job).
+        for name in names if args.warmup else []:
+            url = fresh_db(server, f"bench_{name.replace('-', '_')}_warmup")
+            log(f"{name} (warm-up, not counted): {args.warmup} no-op jobs")
+            one_run(name, url, argparse.Namespace(**{**vars(args), "jobs": args.warmup}), db_pid, systems)
         for i in range(args.rounds):
-            for name in names:
+            # Every other round in reverse order, so that neither system always runs right after the other.
+            for name in names if i % 2 == 0 else names[::-1]:
                 url = fresh_db(server, f"bench_{name.replace('-', '_')}_{i}")
                 log(f"{name} (round {i + 1}/{args.rounds}): {args.jobs} no-op jobs")
                 result = one_run(name, url, args, db_pid, systems)
@@ -197,6 +219,7 @@ def main() -> None:
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "machine": machine(),
         "jobs": args.jobs,
+        "placement": PLACEMENT.describe(),
         "ours": {"procs": args.procs, "concurrency": args.concurrency, "log_level": args.log_level or "shipped"},
         "river_go": {
             "workers": args.river_workers,

@@ -40,6 +40,7 @@ CLAIM_CONNECTION_TIMEOUT = 5.0
 # long afterwards first give back such rows (a claim cut late may still commit a moment after the error).
 LOST_CLAIM_WATCH = 15.0
 POLL_ONLY_CONTROL_INTERVAL = 2.0  # without LISTEN the poll is the only way to hear of a cancel or pause
+START_CHUNK = 250  # jobs of a claim started per event-loop turn
 
 
 def control_actions(
@@ -278,8 +279,15 @@ class Producer:
                 self._claimed.inc(len(jobs))
                 self.last_found_work = time.monotonic()
             self._refetch_on_free = len(jobs) == limit
-            for job in jobs:
-                self._start(job)
+            for i in range(0, len(jobs), START_CHUNK):
+                if i:
+                    # Let the jobs started so far run and the completer send their outcomes before the next
+                    # chunk starts: the database then writes them while this process runs the rest, instead
+                    # of the two taking turns (bench/RESULTS.md, "Throughput with the database on a core of
+                    # its own").
+                    await asyncio.sleep(0)
+                for job in jobs[i : i + START_CHUNK]:
+                    self._start(job)
 
     async def _give_back_lost_claims(self, conn: Any) -> None:
         # Claims are made by this loop only, one at a time, and each claimed job is in self.running until
