@@ -437,12 +437,8 @@ def run_fleet(cluster: FleetCluster, url: str, pools: int, args: argparse.Namesp
         processes.stop(operator, grace=30)
         watch.stop()
     result["api_floor"] = api_floor(cluster, pools)
-    log(f"  {pools} pools: the API server alone, {pools} patches from {kube_threads()} threads: {result['api_floor']}")
+    log(f"  {pools} pools: the API server alone, {pools} patches from {kube.THREADS} threads: {result['api_floor']}")
     return result
-
-
-def kube_threads() -> int:
-    return kube.THREADS
 
 
 def api_floor(cluster: FleetCluster, pools: int, repeat: int = 5) -> dict[str, Any]:
@@ -451,7 +447,7 @@ def api_floor(cluster: FleetCluster, pools: int, repeat: int = 5) -> dict[str, A
     operator stopped and the fleet's pods in place. An annotation changes per patch, so each is a real
     write through the pool's validation, storage and watchers, as a spec.replicas patch is."""
     client = kubernetes.config.new_client_from_config(str(cluster.kubeconfig))
-    client.configuration.connection_pool_maxsize = kube_threads()
+    client.configuration.connection_pool_maxsize = kube.THREADS
     api = kubernetes.client.CustomObjectsApi(client)
     seconds = []
     for r in range(repeat):
@@ -461,7 +457,7 @@ def api_floor(cluster: FleetCluster, pools: int, repeat: int = 5) -> dict[str, A
             api.patch_namespaced_custom_object(GROUP, VERSION, NAMESPACE, PLURAL, f"pool-{i:03d}", body)
 
         t0 = time.time()
-        with ThreadPoolExecutor(kube_threads()) as pool:
+        with ThreadPoolExecutor(kube.THREADS) as pool:
             list(pool.map(patch, range(pools)))
         seconds.append(time.time() - t0)
         time.sleep(1)
