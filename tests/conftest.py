@@ -17,6 +17,18 @@ from devenv.pg import PG_VERSIONS, PostgresServer, pg_bindir  # noqa: E402
 REFERENCE = Path(os.environ.get("CIVIC_REFERENCE_DIR", ROOT / "tests" / "reference"))
 
 
+@pytest.fixture(autouse=True)
+def no_ambient_kubeconfig(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Outside the cluster suites no test may reach a cluster found in the environment.
+
+    A developer's ~/.kube/config (or one left by an e2e run) would otherwise let an operator call that a
+    test forgot to stand in for pass here and fail on a fresh machine, as CI once did.
+    """
+    if {"e2e", "cluster"} & set(Path(str(request.node.path)).relative_to(ROOT / "tests").parts[:1]):
+        return
+    monkeypatch.setenv("KUBECONFIG", str(ROOT / "tests" / "no-such-kubeconfig"))
+
+
 @pytest.fixture(scope="session")
 def pg_server() -> Iterator[PostgresServer]:
     # Not under pytest's tmp dir: that is private to root, and the server runs as `postgres`.

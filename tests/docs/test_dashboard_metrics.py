@@ -202,6 +202,11 @@ def operator_metrics(url: str, monkeypatch: pytest.MonkeyPatch) -> str:
     monkeypatch.setattr(autoscaler.kube, "secret_value", secret_value)
     monkeypatch.setattr(autoscaler.kube, "patch_pool", nothing)
     monkeypatch.setattr(autoscaler.kube, "patch_pool_status", nothing)
+
+    async def scale_deployment(namespace: str, name: str, replicas: int) -> int:
+        return replicas
+
+    monkeypatch.setattr(autoscaler.kube, "scale_deployment", scale_deployment)
     monkeypatch.setattr(autoscaler, "reconcile", reconcile)
     monkeypatch.setattr(kopf, "info", lambda *a, **k: None)
     monkeypatch.setattr(kopf, "warn", lambda *a, **k: None)
