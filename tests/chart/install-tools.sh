@@ -59,14 +59,24 @@ find_helm() {
   for h in "${CACHE_ROOT}"/k8s/*/bin/helm; do
     [[ -x "$h" ]] && { echo "$h"; return; }
   done
-  if [[ -x "${BIN}/helm" && "$(cat "${TOOLS}/.helm.version" 2>/dev/null)" == "$HELM_VERSION" ]]; then
+  if [[ -x "${BIN}/helm" && "$(cat "${TOOLS}/.helm.version" 2>/dev/null)" == "${HELM_VERSION}+k8s1."* ]]; then
     echo "${BIN}/helm"; return
   fi
   if command -v helm >/dev/null && helm version --short 2>/dev/null | grep -q '^v3\.'; then
     command -v helm; return
   fi
-  go_install helm "$HELM_VERSION" "helm.sh/helm/v3/cmd/helm@${HELM_VERSION}" \
-    "-X helm.sh/helm/v3/internal/version.version=${HELM_VERSION}"
+  # As scripts/k8s/build-binaries.sh does: a plain `go install` would claim Kubernetes v1.20 to
+  # `helm template` and `helm lint`, which the chart's kubeVersion constraint refuses.
+  need_go helm
+  local gomod minor ld pkg
+  gomod="$(GOFLAGS= go mod download -json "helm.sh/helm/v3@${HELM_VERSION}" | sed -n 's/.*"GoMod": "\(.*\)",*/\1/p')"
+  minor="$(sed -n 's#^\s*k8s.io/client-go v0\.\([0-9]*\)\..*#\1#p' "$gomod" | head -n1)"
+  [[ -n "$minor" ]] || die "cannot read the client-go version from helm's go.mod ($gomod)"
+  ld="-X helm.sh/helm/v3/internal/version.version=${HELM_VERSION}"
+  for pkg in helm.sh/helm/v3/pkg/chartutil helm.sh/helm/v3/pkg/lint/rules; do
+    ld+=" -X ${pkg}.k8sVersionMajor=1 -X ${pkg}.k8sVersionMinor=${minor}"
+  done
+  go_install helm "${HELM_VERSION}+k8s1.${minor}" "helm.sh/helm/v3/cmd/helm@${HELM_VERSION}" "$ld" >&2
   echo "${BIN}/helm"
 }
 HELM_BIN="$(find_helm)"

@@ -8,6 +8,7 @@ import logging
 import os
 import traceback
 
+from civic_runner import lanes
 from civic_runner.errors import JobCancel, JobSnooze, PermanentError
 from civic_runner.job import Job, JobContext, decode_problem
 from civic_runner.outcome import Ending, Outcome
@@ -22,9 +23,10 @@ STOP_TIMEOUT = "timeout"
 COMPLETED = Outcome(Ending.COMPLETED)  # a worker that returned nothing: shared, Outcome is frozen
 
 _TRACE_LIMIT = 4000  # characters of a trace kept (its end: the innermost frames and the message)
-# Frames that only carry a job to its worker (this module, asyncio, the thread pool): left out of traces.
+# Frames that only carry a job to its worker (this module, the lanes, asyncio, the thread pool): left out
+# of traces.
 _CARRIER_DIRS = tuple(os.path.dirname(m.__file__ or "") + os.sep for m in (asyncio, concurrent.futures))
-_CARRIER_FILES = (os.path.abspath(__file__),)
+_CARRIER_FILES = (os.path.abspath(__file__), os.path.abspath(lanes.__file__))
 
 
 def unknown_kind_message(kind: str) -> str:
@@ -84,9 +86,13 @@ async def execute(
     ctx: JobContext,
     threads: concurrent.futures.Executor,
 ) -> Outcome:
-    """Run the worker. Timeouts, remote cancels and shutdown arrive as a cancellation of this
-    task (see Producer), with the reason in ctx; a thread that ignores it keeps running but its
+    """Run the worker. Timeouts, remote cancels and shutdown arrive as a cancellation of the task
+    running it (see Producer), with the reason in ctx; a thread that ignores it keeps running but its
     result is no longer waited for."""
+    if ctx.cancelled:  # stopped while it waited for a lane (see lanes.py): never started
+        stopped = outcome_for_stop(ctx)
+        if stopped is not None:
+            return stopped
     if worker is None:
         return Outcome(Ending.ERROR, message=unknown_kind_message(job.kind))
     problem = decode_problem(job)

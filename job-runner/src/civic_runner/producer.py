@@ -26,6 +26,7 @@ from civic_runner.driver import Driver
 from civic_runner.executor import STOP_REMOTE_CANCEL, STOP_SHUTDOWN, STOP_TIMEOUT, effective_timeout, execute
 from civic_runner.job import Job, JobContext
 from civic_runner.joblog import JobLogSampler
+from civic_runner.lanes import Lanes
 from civic_runner.outcome import Ending, Outcome, plan_completion
 from civic_runner.registry import Registry
 
@@ -40,7 +41,6 @@ CLAIM_CONNECTION_TIMEOUT = 5.0
 # long afterwards first give back such rows (a claim cut late may still commit a moment after the error).
 LOST_CLAIM_WATCH = 15.0
 POLL_ONLY_CONTROL_INTERVAL = 2.0  # without LISTEN the poll is the only way to hear of a cancel or pause
-START_CHUNK = 250  # jobs of a claim started per event-loop turn
 
 
 def control_actions(
@@ -67,12 +67,12 @@ def control_poll_delay(interval: float, r: float) -> float:
     return interval * (0.8 + 0.2 * r)
 
 
-@dataclass
+@dataclass(slots=True)
 class Running:
     job: Job
     ctx: JobContext
-    task: asyncio.Task[None]
-    deadline: float | None  # monotonic
+    task: asyncio.Task[Any] | None = None  # the lane running the job; None while it waits for one
+    deadline: float | None = None  # monotonic, from when the job started
 
 
 class _KindMetrics:
@@ -119,7 +119,10 @@ class Producer:
         self._wake = asyncio.Event()
         self._stopping = False
         self.paused = False
-        self.running: dict[int, Running] = {}
+        self.running: dict[int, Running] = {}  # claimed and not yet handed to the completer
+        self._lanes: Lanes[Running] = Lanes(self._work, f"jobs-{queue}")
+        self._none_running = asyncio.Event()
+        self._none_running.set()
         self._refetch_on_free = False
         self._last_fetch = 0.0
         self.last_found_work = time.monotonic()
@@ -158,12 +161,21 @@ class Producer:
         if r is None:
             return False
         r.ctx.cancel(reason)
-        r.task.cancel()
+        if r.task is not None:  # else still queued: it ends with the stop's outcome when its lane takes it
+            r.task.cancel()
         return True
 
     def interrupt_all(self) -> None:
         for job_id in list(self.running):
             self.cancel_job(job_id, STOP_SHUTDOWN)
+
+    async def wait_finished(self, timeout: float) -> bool:
+        """Wait until every claimed job has ended (its outcome handed to the completer); False on timeout."""
+        try:
+            await asyncio.wait_for(self._none_running.wait(), timeout)
+            return True
+        except TimeoutError:
+            return False
 
     async def run(self) -> None:
         await self._register_queue()
@@ -279,15 +291,9 @@ class Producer:
                 self._claimed.inc(len(jobs))
                 self.last_found_work = time.monotonic()
             self._refetch_on_free = len(jobs) == limit
-            for i in range(0, len(jobs), START_CHUNK):
-                if i:
-                    # Let the jobs started so far run and the completer send their outcomes before the next
-                    # chunk starts: the database then writes them while this process runs the rest, instead
-                    # of the two taking turns (bench/RESULTS.md, "Throughput with the database on a core of
-                    # its own").
-                    await asyncio.sleep(0)
-                for job in jobs[i : i + START_CHUNK]:
-                    self._start(job)
+            if jobs:
+                self._none_running.clear()
+                self._lanes.submit([self._claimed_job(job) for job in jobs])
 
     async def _give_back_lost_claims(self, conn: Any) -> None:
         # Claims are made by this loop only, one at a time, and each claimed job is in self.running until
@@ -325,13 +331,11 @@ class Producer:
         if paused != self.paused:
             self.set_paused(paused, via="river_queue")
 
-    def _start(self, job: Job) -> None:
+    def _claimed_job(self, job: Job) -> Running:
         worker = self._registry.get(job.kind)
         timeout = effective_timeout(worker, self._cfg.job_timeout) if worker else None
-        ctx = JobContext(job, timeout)
-        task = asyncio.create_task(self._work(job, ctx))
-        deadline = time.monotonic() + timeout if timeout else None
-        self.running[job.id] = Running(job, ctx, task, deadline)
+        r = self.running[job.id] = Running(job, JobContext(job, timeout))
+        return r
 
     def _kind_metrics(self, kind: str) -> _KindMetrics:
         m = self._by_kind.get(kind)
@@ -339,7 +343,11 @@ class Producer:
             m = self._by_kind[kind] = _KindMetrics(kind, self.queue)
         return m
 
-    async def _work(self, job: Job, ctx: JobContext) -> None:
+    async def _work(self, r: Running) -> None:
+        job, ctx = r.job, r.ctx
+        r.task = asyncio.current_task()
+        if ctx.timeout:
+            r.deadline = time.monotonic() + ctx.timeout
         started = datetime.now(UTC)
         t0 = time.perf_counter()
         self._claim_lag.observe(max((started - job.scheduled_at).total_seconds(), 0.0))
@@ -351,6 +359,8 @@ class Producer:
             outcome = Outcome(Ending.ERROR, message=f"{type(exc).__name__}: {exc}")
         finally:
             self.running.pop(job.id, None)
+            if not self.running:
+                self._none_running.set()
             if self._refetch_on_free and not self._stopping:
                 self._wake.set()
         elapsed = time.perf_counter() - t0

@@ -276,15 +276,16 @@ class Runner:
         for p in self.producers.values():
             p.stop()
         await asyncio.gather(*producer_tasks, return_exceptions=True)
-        running = [r.task for p in self.producers.values() for r in p.running.values()]
+        running = sum(len(p.running) for p in self.producers.values())
         if running:
-            log.info("waiting for running jobs", extra={"jobs": len(running), "grace_s": cfg.shutdown_grace})
-            _, pending = await asyncio.wait(running, timeout=cfg.shutdown_grace)
-            if pending:
-                log.warning("grace period over; returning unfinished jobs to the queue", extra={"jobs": len(pending)})
+            log.info("waiting for running jobs", extra={"jobs": running, "grace_s": cfg.shutdown_grace})
+            finished = await asyncio.gather(*(p.wait_finished(cfg.shutdown_grace) for p in self.producers.values()))
+            if not all(finished):
+                left = sum(len(p.running) for p in self.producers.values())
+                log.warning("grace period over; returning unfinished jobs to the queue", extra={"jobs": left})
                 for p in self.producers.values():
                     p.interrupt_all()
-                await asyncio.wait(pending, timeout=5)
+                await asyncio.gather(*(p.wait_finished(5) for p in self.producers.values()))
         if not await completer.drain(timeout=15):
             log.error("could not write every outcome before exit; the rescuer will recover those jobs")
         if elector_task:
