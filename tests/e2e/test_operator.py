@@ -344,6 +344,28 @@ def test_apiserver_restart_operator_recovers(
     assert operator.proc is not None and operator.proc.poll() is None, "the operator did not need a restart"
 
 
+def job_complete(j: dict[str, Any]) -> bool:
+    return any(c["type"] == "Complete" and c["status"] == "True" for c in j.get("status", {}).get("conditions", []))
+
+
+def jobs_report(cluster: Cluster, ns: str, pool_name: str) -> str:
+    """What a Job-mode failure needs to be understood: each Job's conditions, its pods' phases and
+    container states, and the last log lines of every runner that has not exited."""
+    lines: list[str] = []
+    for j in json.loads(cluster.kubectl("get", "jobs", "-n", ns, "-o", "json"))["items"]:
+        conds = [(c["type"], c["status"], c.get("reason")) for c in j.get("status", {}).get("conditions", [])]
+        lines.append(f"job {j['metadata']['name']}: created {j['metadata']['creationTimestamp']} conditions {conds}")
+    pods = json.loads(cluster.kubectl("get", "pods", "-n", ns, "-l", f"{SELECTOR}={pool_name}", "-o", "json"))
+    for p in pods["items"]:
+        name, status = p["metadata"]["name"], p["status"]
+        states = [c.get("state") for c in status.get("containerStatuses", [])]
+        lines.append(f"pod {name}: phase {status.get('phase')} on {p['spec'].get('nodeName')} containers {states}")
+        if not any("terminated" in (st or {}) for st in states):
+            log = cluster.kubectl("logs", name, "-n", ns, "--tail", "15", check=False)
+            lines += [f"  | {line}" for line in log.splitlines()]
+    return "\n".join(lines)
+
+
 def test_job_mode_creates_jobs_as_needed(
     cluster: Cluster, namespace: str, database: str, operator: OperatorProcess, tmp_path: Path
 ) -> None:
@@ -370,14 +392,17 @@ def test_job_mode_creates_jobs_as_needed(
     )
     jobs = json.loads(cluster.kubectl("get", "jobs", "-n", namespace, "-o", "json"))["items"]
     assert 1 <= len(jobs) <= 3 + 3, [j["metadata"]["name"] for j in jobs]  # max + history
-    wait_until(
-        lambda: all(
-            any(c["type"] == "Complete" and c["status"] == "True" for c in j.get("status", {}).get("conditions", []))
-            for j in json.loads(cluster.kubectl("get", "jobs", "-n", namespace, "-o", "json"))["items"]
-        ),
-        60,
-        "every Job completed: runners drained and exited 0",
-    )
+    try:
+        wait_until(
+            lambda: all(
+                job_complete(j)
+                for j in json.loads(cluster.kubectl("get", "jobs", "-n", namespace, "-o", "json"))["items"]
+            ),
+            60,
+            "every Job completed: runners drained and exited 0",
+        )
+    except TimeoutError as exc:
+        raise AssertionError(f"{exc}\n{jobs_report(cluster, namespace, 'jobs')}") from None
     pods = json.loads(cluster.kubectl("get", "pods", "-n", namespace, "-l", f"{SELECTOR}=jobs", "-o", "json"))["items"]
     exits = [c["state"]["terminated"]["exitCode"] for p in pods for c in p["status"].get("containerStatuses", [])]
     assert exits and set(exits) == {0}, exits

@@ -11,7 +11,7 @@ from typing import Any
 
 import psycopg
 import pytest
-from civic_runner.job import Job, JobContext
+from civic_runner.job import Job, JobContext, pg_micros
 from civic_runner.pipeline import Pipeline
 from civic_runner.pipeline.config import PipelineConfig, from_env
 
@@ -65,9 +65,9 @@ def fake_job(kind: str, args: Any, *, attempt: int = 1, max_attempts: int = 25, 
         priority=1,
         metadata_json="{}",
         error_count=attempt - 1,
-        attempted_at=now,
-        scheduled_at=now,
-        created_at=now,
+        attempted_us=pg_micros(now),
+        scheduled_us=pg_micros(now),
+        created_us=pg_micros(now),
     )
 
 

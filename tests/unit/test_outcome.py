@@ -7,7 +7,7 @@ import random
 from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
-from civic_runner.job import Job, JobState
+from civic_runner.job import Job, JobState, pg_micros
 from civic_runner.outcome import Ending, Outcome, go_time, plan_completion
 from civic_runner.retry import backoff_seconds
 
@@ -28,9 +28,9 @@ def make_job(attempt: int = 1, max_attempts: int = 25, errors: int = 0, metadata
         priority=1,
         metadata_json=json.dumps({} if metadata is None else metadata),
         error_count=errors,
-        attempted_at=START,
-        scheduled_at=START,
-        created_at=START,
+        attempted_us=pg_micros(START),
+        scheduled_us=pg_micros(START),
+        created_us=pg_micros(START),
     )
 
 

@@ -12,7 +12,7 @@ from civic_runner.completer import skip_note
 from civic_runner.config import RunnerConfig, from_env
 from civic_runner.errors import JobCancel, JobSnooze, PermanentError
 from civic_runner.executor import outcome_for_exception, worker_traceback
-from civic_runner.job import Job, decode_problem
+from civic_runner.job import Job, decode_problem, pg_micros
 from civic_runner.producer import control_actions, control_poll_interval
 
 pytestmark = pytest.mark.unit
@@ -37,7 +37,7 @@ def test_skip_note(state: str, level: int, says: str) -> None:
 
 
 def make_job(args_json: str = "{}", metadata_json: str = "{}") -> Job:
-    return Job(1, "k", "q", args_json, 1, 25, 1, metadata_json, 0, NOW, NOW, NOW)
+    return Job(1, "k", "q", args_json, 1, 25, 1, metadata_json, 0, *[pg_micros(NOW)] * 3)
 
 
 @pytest.mark.parametrize(

@@ -18,6 +18,7 @@ from typing import Any
 from psycopg import AsyncConnection
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
+from psycopg.types.numeric import Int8BinaryLoader
 
 from civic_runner.job import Job, JobState
 from civic_runner.outcome import Completion
@@ -29,19 +30,6 @@ def quote_ident(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
-def py_time(column: str) -> str:
-    """A timestamptz column as SQL that Python's datetime can always hold (years 1..9999).
-
-    PostgreSQL also stores -infinity, infinity and years up to 294276 or before Christ; psycopg fails the
-    whole fetch on one such value. Rows written by others may hold them; the runner uses these times only
-    for ordering and metrics, so they are clamped a day inside Python's range instead.
-    """
-    return (
-        f"CASE WHEN {column} IS NULL THEN NULL ELSE least(greatest({column}, '0001-01-02 00:00:00+00'::timestamptz), "
-        f"'9999-12-30 00:00:00+00'::timestamptz) END"
-    )
-
-
 def int_array(values: Sequence[int | None]) -> str:
     """An array literal of integers, for `%s::bigint[]`: psycopg dumps a list element by element in Python
     (a tenth of the runner's CPU per job in a burst's completions); one string is parsed by the server in C."""
@@ -51,6 +39,20 @@ def int_array(values: Sequence[int | None]) -> str:
 def channel(schema: str, topic: str) -> str:
     """River's NOTIFY channels are always schema-prefixed: `<schema>.<topic>`."""
     return f"{schema}.{topic}"
+
+
+def py_time(column: str) -> str:
+    """A timestamptz column as SQL that Python's datetime can always hold (years 1..9999).
+
+    PostgreSQL also stores -infinity, infinity and years up to 294276 or before Christ; psycopg fails the
+    whole fetch on one such value. Rows written by others may hold them; the runner uses these times only
+    for ordering and metrics, so they are clamped a day inside Python's range here (the claim keeps
+    PostgreSQL's integers: Job.attempted_us).
+    """
+    return (
+        f"CASE WHEN {column} IS NULL THEN NULL ELSE least(greatest({column}, '0001-01-02 00:00:00+00'::timestamptz), "
+        f"'9999-12-30 00:00:00+00'::timestamptz) END"
+    )
 
 
 @dataclass(frozen=True)
@@ -86,22 +88,26 @@ class Driver:
             %(client_id)s::text)
         FROM locked_jobs WHERE j.id = locked_jobs.id
         RETURNING j.id, j.kind, j.queue, j.args::text, j.attempt, j.max_attempts, j.priority, j.metadata::text,
-                  coalesce(array_length(j.errors, 1), 0), j.attempted_at, {py_time("j.scheduled_at")},
-                  {py_time("j.created_at")}, coalesce(j.tags, '{{}}')
+                  coalesce(array_length(j.errors, 1), 0), j.attempted_at, j.scheduled_at, j.created_at,
+                  coalesce(j.tags, '{{}}')
         """
 
     async def claim(self, conn: AsyncConnection[Any], queue: str, limit: int, client_id: str) -> list[Job]:
         """Claim up to `limit` available jobs of the queue (claim_sql).
 
         The claim is committed when its rows come back, so nothing in them may fail to load: one bad value
-        would leave the whole batch `running` until the rescuer. Times are clamped (py_time); args and
-        metadata come as text and are decoded per job (job.decode_problem).
+        would leave the whole batch `running` until the rescuer. Rows come in binary, and a timestamptz is
+        loaded as the int8 it is on the wire (PostgreSQL's microseconds): any value loads, infinity and years
+        Python cannot hold included, and neither side spends on text or datetimes nobody reads (Job turns
+        them into datetimes on demand). Args and metadata come as text, decoded per job (decode_problem).
         """
         params = {"queue": queue, "limit": limit, "client_id": client_id, "max_by": MAX_ATTEMPTED_BY}
-        cur = await conn.execute(self.claim_sql, params)
+        cur = conn.cursor(binary=True)
+        cur.adapters.register_loader("timestamptz", Int8BinaryLoader)
+        await cur.execute(self.claim_sql, params)
         rows = await cur.fetchall()
         jobs = [Job(*r) for r in rows]  # claim_sql returns Job's fields in their order
-        jobs.sort(key=lambda j: (j.priority, j.scheduled_at, j.id))
+        jobs.sort(key=lambda j: (j.priority, j.scheduled_us, j.id))
         return jobs
 
     async def complete_many(

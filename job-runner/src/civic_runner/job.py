@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import threading
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
@@ -28,6 +28,28 @@ FINALIZED_STATES = frozenset({JobState.CANCELLED, JobState.COMPLETED, JobState.D
 
 _UNDECODED: Any = object()
 
+# PostgreSQL sends a timestamptz in binary as microseconds since its epoch: the claim keeps that integer
+# (driver.claim) and a job builds a datetime only when asked (most never are).
+PG_EPOCH = datetime(2000, 1, 1, tzinfo=UTC)
+PG_EPOCH_UNIX = 946_684_800.0  # PG_EPOCH in seconds since 1970
+_US = timedelta(microseconds=1)
+
+
+def pg_micros(t: datetime) -> int:
+    """A datetime as PostgreSQL's binary timestamptz: microseconds since 2000-01-01 UTC."""
+    return (t - PG_EPOCH) // _US
+
+
+# PostgreSQL also holds -infinity, infinity and years Python's datetime cannot (up to 294276, or before
+# Christ). The runner uses these times only for ordering and metrics, so a datetime is clamped a day
+# inside Python's range; the integer keeps the exact value.
+_MIN_US = pg_micros(datetime(1, 1, 2, tzinfo=UTC))
+_MAX_US = pg_micros(datetime(9999, 12, 30, tzinfo=UTC))
+
+
+def pg_time(us: int) -> datetime:
+    return PG_EPOCH + timedelta(microseconds=min(max(us, _MIN_US), _MAX_US))
+
 
 @dataclass(slots=True, eq=False)
 class Job:
@@ -47,12 +69,28 @@ class Job:
     priority: int
     metadata_json: str
     error_count: int  # errors recorded before this attempt (River's retry policy counts these)
-    attempted_at: datetime
-    scheduled_at: datetime
-    created_at: datetime
+    attempted_us: int  # the row's times as PostgreSQL's microseconds (pg_micros); datetimes below
+    scheduled_us: int
+    created_us: int
     tags: list[str] = field(default_factory=list)
     _args: Any = field(default=_UNDECODED, init=False, repr=False)
     _metadata: Any = field(default=_UNDECODED, init=False, repr=False)
+
+    @property
+    def attempted_at(self) -> datetime:
+        return pg_time(self.attempted_us)
+
+    @property
+    def scheduled_at(self) -> datetime:
+        return pg_time(self.scheduled_us)
+
+    @property
+    def created_at(self) -> datetime:
+        return pg_time(self.created_us)
+
+    def seconds_since_scheduled(self, unix_now: float) -> float:
+        """From scheduled_at to a time.time() value, without building a datetime (the claim-lag metric)."""
+        return unix_now - PG_EPOCH_UNIX - self.scheduled_us / 1_000_000
 
     @property
     def args(self) -> Any:

@@ -16,7 +16,16 @@ from civic_runner.errors import JobCancel, JobSnooze, PermanentError
 from civic_runner.job import Job, JobState
 from civic_runner.retry import next_retry_at
 
-__all__ = ["Completion", "Ending", "JobCancel", "JobSnooze", "Outcome", "PermanentError", "plan_completion"]
+__all__ = [
+    "Completion",
+    "Ending",
+    "JobCancel",
+    "JobSnooze",
+    "Outcome",
+    "PermanentError",
+    "plan_completed",
+    "plan_completion",
+]
 
 
 class Ending(enum.Enum):
@@ -72,6 +81,12 @@ def error_entry(job: Job, started_at: datetime, message: str, trace: str = "") -
     return error_entry_at(started_at, job.attempt, message, trace)
 
 
+def plan_completed(job: Job, outcome: Outcome) -> Completion:
+    """plan_completion of a completed run: the one ending that needs no time."""
+    updates = {"output": outcome.output} if outcome.output is not None else None
+    return Completion(job.id, JobState.COMPLETED, run_attempt=job.attempt, finalize=True, metadata_updates=updates)
+
+
 def plan_completion(
     job: Job,
     outcome: Outcome,
@@ -84,8 +99,7 @@ def plan_completion(
     """Map a run's outcome to the state change River's executor would make."""
     ending = outcome.ending
     if ending is Ending.COMPLETED:
-        updates = {"output": outcome.output} if outcome.output is not None else None
-        return Completion(job.id, JobState.COMPLETED, run_attempt=job.attempt, finalize=True, metadata_updates=updates)
+        return plan_completed(job, outcome)
     if ending is Ending.CANCEL:
         entry = error_entry(job, started_at, f"JobCancelError: {outcome.message}", outcome.trace)
         return Completion(job.id, JobState.CANCELLED, run_attempt=job.attempt, finalize=True, error=entry)

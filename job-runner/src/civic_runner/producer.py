@@ -27,7 +27,7 @@ from civic_runner.executor import STOP_REMOTE_CANCEL, STOP_SHUTDOWN, STOP_TIMEOU
 from civic_runner.job import Job, JobContext
 from civic_runner.joblog import JobLogSampler
 from civic_runner.lanes import Lanes
-from civic_runner.outcome import Ending, Outcome, plan_completion
+from civic_runner.outcome import Ending, Outcome, plan_completed, plan_completion
 from civic_runner.registry import Registry
 
 log = logging.getLogger("civic_runner.producer")
@@ -348,9 +348,9 @@ class Producer:
         r.task = asyncio.current_task()
         if ctx.timeout:
             r.deadline = time.monotonic() + ctx.timeout
-        started = datetime.now(UTC)
+        started = time.time()
         t0 = time.perf_counter()
-        self._claim_lag.observe(max((started - job.scheduled_at).total_seconds(), 0.0))
+        self._claim_lag.observe(max(job.seconds_since_scheduled(started), 0.0))
         try:
             outcome = await execute(job, self._registry.get(job.kind), ctx, self._threads)
         except asyncio.CancelledError:
@@ -364,14 +364,16 @@ class Producer:
             if self._refetch_on_free and not self._stopping:
                 self._wake.set()
         elapsed = time.perf_counter() - t0
-        completion = plan_completion(
-            job,
-            outcome,
-            started_at=started,
-            # A completion does not read the time: spare the clock on the path of nearly every job.
-            now=started if outcome.ending is Ending.COMPLETED else datetime.now(UTC),
-            scheduler_interval=self._cfg.scheduler_interval,
-        )
+        if outcome.ending is Ending.COMPLETED:
+            completion = plan_completed(job, outcome)  # no times: spare the clock on the path of nearly every job
+        else:
+            completion = plan_completion(
+                job,
+                outcome,
+                started_at=datetime.fromtimestamp(started, UTC),
+                now=datetime.now(UTC),
+                scheduler_interval=self._cfg.scheduler_interval,
+            )
         km = self._kind_metrics(job.kind)
         km.duration.observe(elapsed)
         self._completer.submit(completion, km.written)
