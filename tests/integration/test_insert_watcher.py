@@ -117,6 +117,31 @@ def test_a_burst_and_concurrent_inserters_lose_nothing(db_url: str) -> None:
     assert len(ids) == 5000
 
 
+def test_a_burst_is_jumped_over_and_every_queue_in_it_announced(db_url: str) -> None:
+    """A bulk insert of 5,000 rows without NOTIFY, with a second queue only at its end: the watcher does
+    not read the burst page by page but jumps to its top, announcing both queues, and everything is
+    claimed well before the 5 s poll."""
+    migrate(db_url)
+    with InProcessRunner(db_url, registry, fetch_poll_interval=5.0, queues="default=100,tail=5") as r:
+        watcher = r.runner.watcher
+        wait_for(lambda: watcher is not None and watcher.holding, 5, what="watcher elected")
+        assert watcher is not None
+        t0 = time.monotonic()
+        with psycopg.connect(db_url, autocommit=True) as conn:
+            ids = [
+                row[0]
+                for row in conn.execute(
+                    "INSERT INTO metadata.river_job (kind, args, queue, max_attempts) "
+                    "SELECT 'noop', '{}', CASE WHEN g > 4990 THEN 'tail' ELSE 'default' END, 25 "
+                    "FROM generate_series(1, 5000) g RETURNING id"
+                )
+            ]
+        seconds_to_finalize(db_url, ids)
+        assert time.monotonic() - t0 < 4.0
+        assert watcher.jumps >= 1
+        assert watcher._mark.seen >= max(ids)
+
+
 def test_a_lower_id_committed_after_a_higher_one_is_announced(db_url: str) -> None:
     """The watcher's page skips an id still uncommitted (a slow inserter); when that id commits later, in a
     queue nothing else woke, it is announced from the watcher's holes, well before the 5 s poll."""

@@ -13,6 +13,7 @@ from civic_runner.watcher import (
     Watermark,
     advance,
     gaps_between,
+    is_burst,
     next_wait,
 )
 
@@ -107,6 +108,27 @@ def test_nothing_new_changes_nothing() -> None:
 )
 def test_next_wait(page_full: bool, busy: bool, wait: float) -> None:
     assert next_wait(0.002, page_full, busy) == pytest.approx(wait)
+
+
+@pytest.mark.parametrize(
+    ("seen", "top_now", "burst"),
+    [
+        (10, 10, False),  # nothing new
+        (10, 10 + PAGE, False),  # a full page: read, as the page query reads it
+        (10, 11 + PAGE, True),  # more than a page: jumped over, not read
+        (0, 1_000_000, True),  # a huge gap in the ids is jumped over too
+        (500, 20, False),  # ids went backwards (the sequence was reset): the resync's business
+    ],
+)
+def test_is_burst(seen: int, top_now: int, burst: bool) -> None:
+    assert is_burst(seen, top_now) is burst
+
+
+def test_a_jumped_burst_moves_the_watermark_to_the_top_without_holes() -> None:
+    """InsertWatcher.tick's Page for a burst: the table's top, the queues with available jobs, no gaps."""
+    m = Watermark(10, holes={5: 0.0})
+    assert advance(m, Page(50_000, frozenset({"default", "other"})), [], now=0.1) == {"default", "other"}
+    assert m.seen == 50_000 and set(m.holes) == {5}  # earlier holes are still looked for
 
 
 def facts(**kw: object) -> Facts:

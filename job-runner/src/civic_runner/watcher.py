@@ -12,6 +12,14 @@ per runner; the others retry the lock every few seconds.
 A lower id can commit after a higher one (concurrent inserters): ids skipped over are kept as
 "holes" and looked at again for `HOLE_TTL` seconds, so they are announced too (a rolled-back id
 simply expires). Only a page with fewer rows than ids has its rows read one by one, to find them.
+
+A burst (more than `PAGE` ids past the watermark, e.g. a bulk insert) is not read at all: the watcher
+announces every queue that has an `available` job, found by a skip scan of River's fetching index (one
+probe per queue, not per row), and moves its watermark to the top id. Walking a 100,000-job burst page
+by page read each row after the runners had already updated it twice, and cost the database about a
+fifth of its CPU with the database on a core of its own (bench/RESULTS.md). What the jump gives up: ids
+in the jumped range get no holes, so one that commits after the jump (a concurrent inserter's) is not
+announced; the queue's producers, busy with the burst, claim it as they go, or else their poll finds it.
 """
 
 from __future__ import annotations
@@ -34,6 +42,11 @@ MAX_HOLES = 1000
 LOCK_RETRY = 2.0  # seconds between attempts to become the watcher
 RESYNC_EVERY = 10.0  # seconds between checks that ids did not go backwards (a sequence reset)
 BUSY_FACTOR = 10  # tick this much slower while this process has more work than workers
+
+
+def is_burst(seen: int, top_now: int) -> bool:
+    """More ids past the watermark than a page holds: jump to the top instead of reading them."""
+    return top_now - seen > PAGE
 
 
 def next_wait(interval: float, page_full: bool, busy: bool) -> float:
@@ -106,11 +119,25 @@ class InsertWatcher:
         # This process's own producers are woken directly, without waiting for the NOTIFY to come back.
         self._on_announce = on_announce
         s = quote_ident(schema)
-        # One row whatever the page's size: its count, top id and the queues with available jobs.
+        # One row whatever the page's size: the table's top id, then the page's count, top id and queues
+        # with available jobs. When the table's top is more than a page away (a burst: is_burst), the page
+        # is not read (a one-time filter in the plan) and those three come back empty.
         self._page_sql = (
-            f"SELECT count(*), coalesce(max(id), %(seen)s::bigint),"
-            f" coalesce(array_agg(DISTINCT queue) FILTER (WHERE state = 'available'), '{{}}')"
-            f" FROM (SELECT id, queue, state FROM {s}.river_job WHERE id > %(seen)s ORDER BY id LIMIT {PAGE}) page"
+            f"SELECT t.top, count(p.id), coalesce(max(p.id), %(seen)s::bigint),"
+            f" coalesce(array_agg(DISTINCT p.queue) FILTER (WHERE p.state = 'available'), '{{}}')"
+            f" FROM (SELECT coalesce(max(id), 0) AS top FROM {s}.river_job) t"
+            f" LEFT JOIN LATERAL (SELECT id, queue, state FROM {s}.river_job"
+            f" WHERE id > %(seen)s AND t.top - %(seen)s <= {PAGE} ORDER BY id LIMIT {PAGE}) p ON true"
+            f" GROUP BY t.top"
+        )
+        # The queues with available jobs, by a skip scan of river_job_prioritized_fetching_index
+        # (state, queue, ...): one index probe per queue, whatever the number of rows.
+        self._available_queues_sql = (
+            f"WITH RECURSIVE q(queue) AS ("
+            f" (SELECT queue FROM {s}.river_job WHERE state = 'available' ORDER BY queue LIMIT 1)"
+            f" UNION ALL SELECT (SELECT queue FROM {s}.river_job WHERE state = 'available' AND queue > q.queue"
+            f" ORDER BY queue LIMIT 1) FROM q WHERE q.queue IS NOT NULL"
+            f") SELECT queue FROM q WHERE queue IS NOT NULL"
         )
         # Only when the page has fewer rows than ids (some were skipped over: a lower id may commit later).
         # Read afresh, it may hold ids committed since the count: its rows then stand for the whole page.
@@ -126,6 +153,7 @@ class InsertWatcher:
         self._channel = channel(schema, "river_insert")
         self.holding = False
         self.announced = 0
+        self.jumps = 0  # bursts jumped over (is_burst)
         self._mark = Watermark(0)
         self._next_lock_try = 0.0
         self._next_resync = 0.0
@@ -168,10 +196,15 @@ class InsertWatcher:
             hole_rows = [(int(r[0]), str(r[1]), str(r[2])) for r in await cur.fetchall()]
         cur = await conn.execute(self._page_sql, {"seen": seen})
         row = await cur.fetchone()
-        assert row is not None  # an aggregate: always one row
-        count, top, available = int(row[0]), int(row[1]), frozenset(row[2])
+        assert row is not None  # grouped by the one top row: always one row
+        top_now, count, top, available = int(row[0]), int(row[1]), int(row[2]), frozenset(row[3])
         gaps: tuple[tuple[int, int], ...] = ()
-        if top - seen > count:
+        if is_burst(seen, top_now):
+            cur = await conn.execute(self._available_queues_sql)
+            top, available = top_now, frozenset(str(r[0]) for r in await cur.fetchall())
+            count = 0  # nothing was read: no gaps to find, and no page to walk at once
+            self.jumps += 1
+        elif top - seen > count:
             cur = await conn.execute(self._rows_sql, {"seen": seen, "top": top})
             rows = await cur.fetchall()
             gaps = gaps_between(seen, [int(r[0]) for r in rows])
