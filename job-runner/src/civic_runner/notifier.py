@@ -29,7 +29,19 @@ Handler = Callable[[dict[str, Any]], None]
 class Ticker(Protocol):
     async def tick(self, conn: psycopg.AsyncConnection[Any]) -> float: ...
 
+    @property
+    def wakes_own_producers(self) -> bool:
+        """Its announcements wake this process's producers directly, without the round trip."""
+        ...
+
     def connection_lost(self) -> None: ...
+
+
+def is_own_announcement(sender_pid: int, own_pid: int, ticker_wakes_directly: bool) -> bool:
+    """A notification this connection sent itself: the insert watcher's announcement, whose queues'
+    producers in this process it already woke directly. Dispatching it again would only cost each
+    of them a second, empty claim."""
+    return ticker_wakes_directly and sender_pid == own_pid
 
 
 class Notifier:
@@ -86,6 +98,8 @@ class Notifier:
                     backoff = 0.1
                     if self._on_connect:
                         self._on_connect()
+                    own_pid = conn.info.backend_pid
+                    skip_own = self._ticker is not None and self._ticker.wakes_own_producers
                     while True:
                         # A LISTEN connection only reads: through a dead path it would wait for ever without
                         # an error. The ticker's queries and, without one, a keepalive query find out.
@@ -94,7 +108,8 @@ class Notifier:
                         else:
                             wait = LISTEN_KEEPALIVE
                         async for n in conn.notifies(timeout=wait):
-                            self._dispatch(n.channel, n.payload)
+                            if not is_own_announcement(n.pid, own_pid, skip_own):
+                                self._dispatch(n.channel, n.payload)
                         if not self._ticker:
                             await bounded(conn.execute("SELECT 1"), CHORE, "listener keepalive")
             except asyncio.CancelledError:

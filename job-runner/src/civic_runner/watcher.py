@@ -158,6 +158,10 @@ class InsertWatcher:
         self._next_lock_try = 0.0
         self._next_resync = 0.0
 
+    @property
+    def wakes_own_producers(self) -> bool:
+        return self._on_announce is not None
+
     def connection_lost(self) -> None:
         """The session ended, and the advisory lock with it."""
         if self.holding:
