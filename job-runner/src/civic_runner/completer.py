@@ -2,8 +2,11 @@
 
 Unlike River's ticker (every 50 ms), a flush starts as soon as the previous one ends, so at low
 load an outcome is written within a millisecond and at high load batches grow by themselves
-(group commit). Failed writes are kept and retried: an outcome is never dropped while the
-process lives.
+(group commit). While the process has more work than workers (`busy`), a write first gathers
+up to `FULL_BATCH` outcomes for at most `GATHER` seconds: back-to-back flushes of a few hundred
+rows cost the database more per job than full ones (bench/RESULTS.md, "Full batches under load"),
+and at that load a job's outcome waiting 5 ms more is not what its latency is made of. Failed
+writes are kept and retried: an outcome is never dropped while the process lives.
 """
 
 from __future__ import annotations
@@ -25,6 +28,16 @@ log = logging.getLogger("civic_runner.completer")
 
 MAX_BATCH = 5000
 BACKPRESSURE_AT = 10_000  # producers stop claiming while this many outcomes wait
+FULL_BATCH = 1000  # outcomes a write gathers while busy: the bare statement's cost per job levels off here
+GATHER = 0.005  # seconds a write waits at most for them
+
+
+def gather_wait(backlog: int, busy: bool, waited: float) -> float:
+    """Seconds a write should still wait for more outcomes before it starts (0: write now). Only while
+    busy, so an idle or lightly loaded process writes each outcome at once."""
+    if not busy or backlog >= FULL_BATCH:
+        return 0.0
+    return max(GATHER - waited, 0.0)
 
 
 def skip_note(state: str) -> tuple[int, str]:
@@ -61,9 +74,10 @@ class Pending:
 
 
 class BatchCompleter:
-    def __init__(self, pool: AsyncConnectionPool, driver: Driver) -> None:
+    def __init__(self, pool: AsyncConnectionPool, driver: Driver, busy: Callable[[], bool] | None = None) -> None:
         self._pool = pool
         self._driver = driver
+        self._busy = busy
         self._pending: list[Pending] = []
         self._writing: list[Pending] = []  # the batch being written now
         self.write_started: float | None = None  # monotonic, while a write waits for its answer
@@ -99,6 +113,8 @@ class BatchCompleter:
                 self._wake.clear()
                 await self._wake.wait()
                 continue
+            if self._busy is not None:
+                await self._gather()
             batch, self._pending = self._pending[:MAX_BATCH], self._pending[MAX_BATCH:]
             self._writing = batch
             self.write_started = time.monotonic()
@@ -145,6 +161,19 @@ class BatchCompleter:
                     tally[key] = tally.get(key, 0) + 1
             for (on_written, state, written), n in tally.items():
                 on_written(state, written, n)
+
+    async def _gather(self) -> None:
+        assert self._busy is not None
+        started = time.monotonic()
+        while not self._stopping:
+            wait = gather_wait(len(self._pending), self._busy(), time.monotonic() - started)
+            if wait <= 0:
+                return
+            self._wake.clear()
+            try:
+                await asyncio.wait_for(self._wake.wait(), wait)
+            except TimeoutError:
+                return
 
     async def drain(self, timeout: float) -> bool:
         """Stop once everything submitted is written; False if that took longer than timeout."""

@@ -214,7 +214,7 @@ class Runner:
         threads = concurrent.futures.ThreadPoolExecutor(
             max_workers=sum(cfg.queues.values()) + 4, thread_name_prefix="worker"
         )
-        completer = self.completer = BatchCompleter(pool, self.driver)
+        completer = self.completer = BatchCompleter(pool, self.driver, busy=self._saturated)
         for queue, n in cfg.queues.items():
             self.producers[queue] = Producer(
                 queue,
@@ -240,7 +240,7 @@ class Runner:
                     cfg.schema,
                     cfg.insert_watch_interval,
                     self._wake_queues,
-                    busy=lambda: any(p.saturated for p in self.producers.values()),
+                    busy=self._saturated,
                 )
             self.notifier = Notifier(
                 plan.listen_url,
@@ -323,6 +323,10 @@ class Runner:
         elif action in ("pause", "resume"):
             for p in targets:
                 p.set_paused(action == "pause")
+
+    def _saturated(self) -> bool:
+        """Some queue has more work than workers (its last claim filled every free slot)."""
+        return any(p.saturated for p in self.producers.values())
 
     def _wake_queues(self, queues: set[str]) -> None:
         for q in queues:
