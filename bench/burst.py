@@ -233,7 +233,7 @@ def run_round(
         mon.conn.execute("CHECKPOINT")
         checkpoints0 = checkpoints(mon)
         committed = insert_burst(url, n)
-        meter = cpu.Meter([p.pid for p in procs], db_pid)
+        meter = cpu.Meter([p.pid for p in procs], db_pid, PLACEMENT.database)
         xid0 = next_xid(mon)
         t0 = time.monotonic()
         wait_drained(mon, system.name, procs, n, logs, timeout)
@@ -257,6 +257,7 @@ def run_round(
         "db_share": window.database / (window.database + window.system) if window.system + window.database else 0.0,
         "machine_busy_cores": window.machine_busy / wall,
         "others_busy_cores": max(window.machine_busy - window.system - window.database, 0.0) / wall,
+        **PLACEMENT.shares(window, wall),
         "writes_per_1k": writes / n * 1000,
         "checkpoints": during,  # started during the round (0 expected)
         "log_bytes_per_job": log_bytes / n,

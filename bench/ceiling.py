@@ -103,7 +103,7 @@ def run(url: str, db_pid: int, variant: str, n: int, batch: int, clients: int) -
     Path(f.name).chmod(0o644)
     txns = -(-n // (batch * clients)) + 2  # ceil, and a couple of empty claims at the end
     wal0 = wal_lsn(url)
-    meter = cpu.Meter([], db_pid)
+    meter = cpu.Meter([], db_pid, PLACEMENT.database)
     t0 = time.monotonic()
     variables = [
         *("-D", "queue='default'", "-D", f"limit={batch}", "-D", "client_id='pgbench'"),
@@ -149,6 +149,7 @@ def run(url: str, db_pid: int, variant: str, n: int, batch: int, clients: int) -
         "db_cpu_us_per_job": window.database / n * 1e6,
         "wal_bytes_per_job": wal / n,
         "machine_busy_cores": window.machine_busy / wall,
+        **PLACEMENT.shares(window, wall),
     }
 
 

@@ -69,13 +69,36 @@ def trees_seconds(procs: Mapping[int, ProcTimes], roots: Iterable[int]) -> float
     return sum(tree_ticks(procs, r) for r in roots) * TICK
 
 
+@dataclass(frozen=True)
+class StatLine:
+    """One line of /proc/stat (the machine's or one core's), in seconds since boot."""
+
+    busy: float  # everything but idle and iowait (steal included: the core was not ours to use)
+    total: float
+    steal: float  # taken by the hypervisor while this VM wanted to run
+    idle: float  # idle and iowait: nothing to run
+
+
+def parse_cpu_lines(text: str) -> dict[str, StatLine]:
+    """Every `cpu` line of /proc/stat by name ("cpu" is the machine, "cpu0"... each core)."""
+    out: dict[str, StatLine] = {}
+    for line in text.splitlines():
+        if not line.startswith("cpu"):
+            continue
+        name, *rest = line.split()
+        # user nice system idle iowait irq softirq steal [guest guest_nice: already inside user/nice]
+        fields = [int(x) for x in rest[:8]]
+        fields += [0] * (8 - len(fields))  # an old kernel's shorter line
+        total = sum(fields)
+        idle = fields[3] + fields[4]
+        out[name] = StatLine((total - idle) * TICK, total * TICK, fields[7] * TICK, idle * TICK)
+    return out
+
+
 def parse_machine(text: str) -> tuple[float, float]:
-    """(busy, total) seconds of all cores since boot from /proc/stat's first line: busy is everything
-    but idle and iowait."""
-    fields = [int(x) for x in text.splitlines()[0].split()[1:]]
-    # user nice system idle iowait irq softirq steal [guest guest_nice: already inside user/nice]
-    total = sum(fields[:8])
-    return (total - fields[3] - fields[4]) * TICK, total * TICK
+    """(busy, total) seconds of all cores since boot: busy is everything but idle and iowait."""
+    m = parse_cpu_lines(text)["cpu"]
+    return m.busy, m.total
 
 
 def machine() -> tuple[float, float]:
@@ -96,17 +119,29 @@ class Window:
     database: float
     machine_busy: float
     machine_total: float
+    machine_steal: float  # of machine_busy: the hypervisor's, not this VM's
+    db_cores_idle: float  # idle seconds of the cores the database is pinned to (0 without them)
 
 
 class Meter:
-    def __init__(self, system_roots: list[int], db_root: int) -> None:
+    def __init__(self, system_roots: list[int], db_root: int, db_cores: frozenset[int] | None = None) -> None:
         self.system_roots, self.db_root = system_roots, db_root
+        self.db_cores = sorted(db_cores or ())
         self._start = self._read()
 
-    def _read(self) -> tuple[float, float, float, float]:
+    def _read(self) -> tuple[float, ...]:
         procs = snapshot()
-        busy, total = machine()
-        return trees_seconds(procs, self.system_roots), trees_seconds(procs, [self.db_root]), busy, total
+        stat = parse_cpu_lines(Path("/proc/stat").read_text())
+        m = stat["cpu"]
+        db_idle = sum(stat[f"cpu{c}"].idle for c in self.db_cores)
+        return (
+            trees_seconds(procs, self.system_roots),
+            trees_seconds(procs, [self.db_root]),
+            m.busy,
+            m.total,
+            m.steal,
+            db_idle,
+        )
 
     def stop(self) -> Window:
         end = self._read()

@@ -49,6 +49,15 @@ class Placement:
                 continue
             todo.extend(children.get(pid, ()))
 
+    def shares(self, window: cpu.Window, wall: float) -> dict[str, float]:
+        """How much of the machine the VM had over a window: cores taken by the hypervisor (steal, inside
+        the busy figures), and with the database on cores of its own, the share of them left idle (it
+        waited for its clients rather than they for it)."""
+        out = {"steal_cores": window.machine_steal / wall}
+        if self.database:
+            out["db_cores_idle"] = window.db_cores_idle / wall / len(self.database)
+        return out
+
     def preexec(self) -> Callable[[], None] | None:
         """For subprocess.Popen(preexec_fn=...): the systems' cores, set in the child before it executes."""
         systems = self.systems

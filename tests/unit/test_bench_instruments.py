@@ -207,3 +207,13 @@ def test_the_ceiling_drives_the_runners_own_statements(variant: str) -> None:
     assert ceiling.pgbench_sql(Driver("metadata").claim_sql) in claim
     if variant == "shipped":
         assert complete.rstrip(";") == ceiling.pgbench_sql(Driver("metadata").complete_plain_sql)
+
+
+def test_parse_cpu_lines_splits_steal_and_idle_per_core() -> None:
+    text = "cpu  100 5 20 800 50 3 2 40 0 0\ncpu0 60 0 10 300 10 0 0 30\ncpu1 40 5 10 500 40 3 2 10\nintr 1 2\n"
+    stat = cpu.parse_cpu_lines(text)
+    assert set(stat) == {"cpu", "cpu0", "cpu1"}
+    assert stat["cpu"].steal == pytest.approx(40 * cpu.TICK)
+    assert stat["cpu"].busy == pytest.approx(170 * cpu.TICK)  # steal counts as busy: the VM could not use it
+    assert stat["cpu1"].idle == pytest.approx(540 * cpu.TICK)
+    assert stat["cpu0"].total == pytest.approx(410 * cpu.TICK)
