@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import os
 import re
+import subprocess
 from pathlib import Path
 
 import pytest
 
-from bench import burst, cpu, profile_runner, throughput
+from bench import burst, cpu, latency, profile_runner, throughput, wake
 
 pytestmark = pytest.mark.unit
 
@@ -217,3 +218,35 @@ def test_parse_cpu_lines_splits_steal_and_idle_per_core() -> None:
     assert stat["cpu"].busy == pytest.approx(170 * cpu.TICK)  # steal counts as busy: the VM could not use it
     assert stat["cpu1"].idle == pytest.approx(540 * cpu.TICK)
     assert stat["cpu0"].total == pytest.approx(410 * cpu.TICK)
+
+
+def test_wake_percentiles_in_microseconds() -> None:
+    samples = [i / 1e6 for i in range(1, 101)]  # 1..100 µs
+    p = wake.percentiles_us(samples)
+    assert p["p50_us"] == pytest.approx(50.5)
+    assert p["p99_us"] == pytest.approx(99.01)
+    assert p["max_us"] == pytest.approx(100)
+
+
+def test_latency_summary_is_per_runner_in_round_order() -> None:
+    rounds = [
+        {"code": "tree", "p50_ms": 4.0, "p99_ms": 10.0},
+        {"code": "abc123", "p50_ms": 6.0, "p99_ms": 30.0},
+        {"code": "abc123", "p50_ms": 5.0, "p99_ms": 20.0},
+        {"code": "tree", "p50_ms": 3.0, "p99_ms": 12.0},
+        {"code": "tree", "p50_ms": 9.0, "p99_ms": 40.0},
+    ]
+    s = latency.summarize(rounds)
+    assert list(s) == ["tree", "abc123"]
+    assert s["tree"] == {"rounds": 3, "median_p50_ms": 4.0, "median_p99_ms": 12.0}
+    assert s["abc123"] == {"rounds": 2, "median_p50_ms": 5.5, "median_p99_ms": 25.0}
+
+
+def test_latency_baseline_is_the_commits_runner_source(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(latency, "BASELINES", tmp_path)
+    src = latency.baseline_source("HEAD")
+    assert (src / "civic_runner" / "runner.py").is_file()
+    assert src.parent.parent.parent == tmp_path  # <cache>/<full commit id>/job-runner/src
+    assert re.fullmatch(r"[0-9a-f]{40}", src.parent.parent.name)
+    with pytest.raises(subprocess.CalledProcessError):
+        latency.baseline_source("no-such-revision-here")
