@@ -7,8 +7,8 @@ the timer, since created_at is the transaction's start. `--insert statement` sen
 instead (the INSERT and its NOTIFY in one implicit transaction), which leaves the inserter's own
 round trips out.
 
-Each round is preceded by the machine's wake-up probe (bench/wake.py). `--baseline REV` runs the
-runner of another commit (exported with `git archive`) in rounds interleaved with this tree's, so a
+Each round is preceded by the machine's wake-up probe (bench/wake.py). `--baseline REV[,REV...]` runs the
+runner of other commits (exported with `git archive`) in rounds interleaved with this tree's, so a
 latency regression is seen against the same minutes of the same VM:
 
     python -m bench.latency [--rate 100] [--seconds 30]
@@ -152,13 +152,13 @@ def main() -> None:
     ap.add_argument("--rate", type=float, default=100.0)
     ap.add_argument("--seconds", type=float, default=30.0)
     ap.add_argument("--rounds", type=int, default=1, help="rounds per runner, interleaved with the baseline's")
-    ap.add_argument("--baseline", metavar="REV", help="also run this commit's runner, interleaved")
+    ap.add_argument("--baseline", metavar="REV[,REV...]", help="also run these commits' runners, interleaved")
     ap.add_argument("--insert", choices=sorted(INSERTS), default="transaction", help="how each job is inserted")
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "out" / "latency.json")
     args = ap.parse_args()
     codes: list[tuple[str, Path | None]] = [("tree", None)]
-    if args.baseline:
-        codes.append((args.baseline, baseline_source(args.baseline)))
+    for rev in filter(None, (args.baseline or "").split(",")):
+        codes.append((rev, baseline_source(rev)))
     server = start_postgres()
     rounds: list[dict[str, Any]] = []
     try:
