@@ -101,10 +101,6 @@ def parse_machine(text: str) -> tuple[float, float]:
     return m.busy, m.total
 
 
-def machine() -> tuple[float, float]:
-    return parse_machine(Path("/proc/stat").read_text())
-
-
 def postmaster_pid(data_dir: Path) -> int:
     """PostgreSQL's postmaster.pid starts with the server's pid."""
     return int((data_dir / "postmaster.pid").read_text().split("\n", 1)[0])

@@ -38,7 +38,7 @@ def test_gather_wait(backlog: int, busy: bool, waited: float, wait: float) -> No
     [
         (1, 1, True),
         (0, 1, False),
-        (8, 9, True),  # below ten workers a tenth is less than a slot: every slot
+        (8, 9, True),  # nine tenths rounded down: all but one below ten workers
         (9, 10, True),
         (8, 10, False),
         (899, 1000, False),

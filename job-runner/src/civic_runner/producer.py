@@ -49,7 +49,7 @@ REFILL_GATHER = 0.005  # seconds a freed slot waits at most for others before a 
 
 def refill_ready(free: int, max_workers: int) -> bool:
     """After a full fetch, whether enough slots are free to claim now rather than wait for more: nine
-    tenths of them (all of them below ten workers, where a tenth is less than one slot)."""
+    tenths of them, rounded down (all but one below ten workers; one slot for a single worker)."""
     return free >= max(1, max_workers * 9 // 10)
 
 
