@@ -114,9 +114,7 @@ def prepare_jobs(url: str, n: int, insert: str) -> None:
     burst.insert_burst(url, n)
 
 
-def run(
-    url: str, db_pid: int, variant: str, n: int, batch: int, clients: int, insert: str = "burst"
-) -> dict[str, Any]:
+def run(url: str, db_pid: int, variant: str, n: int, batch: int, clients: int, insert: str = "burst") -> dict[str, Any]:
     prepare_jobs(url, n, insert)
     with tempfile.NamedTemporaryFile("w", suffix=".sql", delete=False) as f:
         f.write(script(variant))
