@@ -16,7 +16,8 @@ otherwise. --split-cores puts PostgreSQL on a core of its own (bench/placement.p
 
 Kept for continuity, each timed its own way: `river-cli` (River v0.47's `river bench` CLI, its own
 "overall job/sec", jobs inserted beforehand), `pgqueuer` and `sql` (our claim and completion
-statements driven by pgbench, the ceiling), the last two on N pre-inserted jobs.
+statements driven by pgbench, the ceiling, on N jobs inserted as a system's round gets them),
+pgqueuer on N pre-inserted jobs.
 """
 
 from __future__ import annotations
