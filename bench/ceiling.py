@@ -189,8 +189,9 @@ def main() -> None:
     if unknown:
         raise SystemExit(f"unknown variants {sorted(unknown)} (known: {', '.join(VARIANTS)})")
     inserts = args.inserts.split(",")
-    if set(inserts) - set(INSERTS):
-        raise SystemExit(f"unknown inserts {sorted(set(inserts) - set(INSERTS))} (known: {', '.join(INSERTS)})")
+    unknown = set(inserts) - set(INSERTS)
+    if unknown:
+        raise SystemExit(f"unknown inserts {sorted(unknown)} (known: {', '.join(INSERTS)})")
     server = start_postgres()
     db_pid = cpu.postmaster_pid(server.data)
     PLACEMENT.pin_database(db_pid)
